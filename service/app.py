@@ -1,0 +1,169 @@
+"""The app factory: wires settings, inference core, job backend, HTTP layer and observability."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import swagger_ui_bundle
+from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from service import __version__
+from service.api.errors import install_error_handlers
+from service.api.inputs import ImageReader
+from service.api.middleware import AccessLogMiddleware, BodyLimitMiddleware
+from service.api.request_id import is_valid_request_id, new_request_id
+from service.api.routes import health, jobs, models, predict
+from service.api.security import install_security
+from service.fetch import ImageFetcher
+from service.inference.device import configure_torch_threads
+from service.inference.pipeline import InferencePipeline
+from service.inference.registry import ModelRegistry
+from service.jobs.factory import build_job_backend
+from service.jobs.runner import pipeline_runner
+from service.observability.http_metrics import install_metrics
+from service.observability.metrics import InferenceMetrics
+from service.observability.tracing import build_tracer_provider
+from service.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    metrics_registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    settings = settings or load_settings()
+    tracer_provider = tracer_provider or build_tracer_provider()
+    metrics_registry = metrics_registry or CollectorRegistry(auto_describe=True)
+    inference_metrics = InferenceMetrics(metrics_registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_torch_threads(settings.workers, settings.torch_threads)
+        registry = ModelRegistry(settings, batch_observer=inference_metrics, load_observer=inference_metrics)
+        pipeline = InferencePipeline(settings, registry, observer=inference_metrics)
+        fetcher = ImageFetcher(settings)
+        HTTPXClientInstrumentor.instrument_client(fetcher.client, tracer_provider=tracer_provider)
+        job_backend = build_job_backend(settings, observer=inference_metrics)
+        app.state.pipeline = pipeline
+        app.state.reader = ImageReader(fetcher, settings.max_body_bytes)
+        app.state.jobs = job_backend
+        await job_backend.start(pipeline_runner(pipeline))
+        registry.start()
+        restore_signals = _drain_on_sigterm(pipeline)
+        try:
+            yield
+        finally:
+            # Uvicorn has already stopped accepting and waited for in-flight requests here.
+            pipeline.draining = True
+            restore_signals()
+            await job_backend.close()
+            await registry.close(drain_timeout=settings.shutdown_grace_s)
+            await fetcher.aclose()
+            pipeline.close()
+            with contextlib.suppress(Exception):
+                tracer_provider.force_flush(timeout_millis=2000)
+
+    app = FastAPI(
+        title="ml-api",
+        version=__version__,
+        description="Image classification with dynamic batching. Contract: docs/api-contract.md.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.inference_metrics = inference_metrics
+    app.state.metrics_registry = metrics_registry
+    app.state.tracer_provider = tracer_provider
+
+    install_error_handlers(app)
+    for router in (predict.router, jobs.router, models.router, health.router, health.health_router):
+        app.include_router(router)
+    _install_docs(app)
+
+    # add_middleware wraps outermost last: the order below yields, outside in:
+    # request ID -> tracing -> metrics -> access log -> auth/CORS/rate limit -> body cap -> routes.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_security(app, settings)
+    app.add_middleware(AccessLogMiddleware)
+    if settings.metrics_enabled:
+        install_metrics(app, metrics_registry)
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=tracer_provider,
+        excluded_urls="/metrics,/health/live,/health/ready,/health/startup",
+        server_request_hook=_tag_request_id,
+    )
+    app.add_middleware(
+        CorrelationIdMiddleware,
+        header_name="X-Request-ID",
+        generator=new_request_id,
+        validator=is_valid_request_id,
+        transformer=lambda value: value,
+    )
+    return app
+
+
+def _tag_request_id(span: Any, scope: dict[str, Any]) -> None:
+    if span is not None and span.is_recording():
+        span.set_attribute("http.request_id", correlation_id.get() or "")
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI from the packaged bundle, never a CDN: clusters are often air-gapped."""
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="ml-api - Swagger UI",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )
+
+
+def _drain_on_sigterm(pipeline: InferencePipeline) -> Any:
+    """Chain a SIGTERM handler that flips readiness to 503 at once, before the server's own handler.
+
+    The server's handler then stops accepting and waits for in-flight requests (its graceful timeout).
+    """
+    with contextlib.suppress(ValueError):  # not the main thread (e.g. a test client): nothing to chain
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum: int, frame: Any) -> None:
+            if not pipeline.draining:
+                log.info("SIGTERM: draining (readiness now 503, new inference refused)")
+            pipeline.draining = True
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, handler)
+
+        def restore() -> None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, previous)
+
+        return restore
+    return lambda: None
+
+
+__all__ = ["create_app"]

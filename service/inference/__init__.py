@@ -1,0 +1,1 @@
+"""Inference core: model registry, dynamic batching, image decoding. Never imports FastAPI."""

@@ -1,0 +1,59 @@
+"""Device selection and CPU thread sizing from the container's CPU quota."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def select_device(requested: str) -> torch.device:
+    """``auto`` takes CUDA when present; ``cuda`` without a GPU falls back to CPU (health: degraded)."""
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        log.warning("ML_API_DEVICE=cuda but no CUDA device is available; running on CPU")
+    return torch.device("cpu")
+
+
+def select_dtype(precision: str, device: torch.device) -> torch.dtype:
+    # Reduced precision on CPU is slower than fp32 for these convolutions, so it is a GPU-only setting.
+    return _DTYPES[precision] if device.type == "cuda" else torch.float32
+
+
+def cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs granted by cgroup v2 ``cpu.max`` (or v1 cfs quota), None when unlimited."""
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def torch_threads_for(workers: int, configured: int = 0, quota: float | None = None) -> int:
+    """Intra-op threads per worker: the CPU quota (or core count) shared among workers, at least 1."""
+    if configured > 0:
+        return configured
+    cpus = quota if quota is not None else float(os.cpu_count() or 1)
+    return max(1, math.floor(cpus / max(1, workers)))
+
+
+def configure_torch_threads(workers: int, configured: int) -> int:
+    threads = torch_threads_for(workers, configured, cpu_quota())
+    torch.set_num_threads(threads)
+    return threads

@@ -1,0 +1,177 @@
+"""Loaders for each model source: the bundled digits CNN, torchvision weights, local files.
+
+Weights are read from disk only: torchvision checkpoints must already be in the torch hub cache
+(``python -m service.cli fetch-weights`` or the image build puts them there), never downloaded
+while serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from service.inference.digits import DIGITS_LABELS, INPUT_SIZE, DigitsCNN, bundled_weights_path
+from service.inference.model import LoadedModel, split_head
+from service.inference.preprocess import Preprocessing
+from service.settings import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+def torchvision_weights(arch: str, weights: str | None) -> torchvision.models.WeightsEnum | None:
+    if weights is None:
+        return None
+    try:
+        return torchvision.models.get_model_weights(arch)[weights]
+    except (KeyError, ValueError) as exc:
+        raise ModelLoadError(f"unknown torchvision weights {arch}/{weights}: {exc}") from None
+
+
+def checkpoint_path(weights: torchvision.models.WeightsEnum, extra_dir: str | None = None) -> Path:
+    """Where ``weights`` lives in the torch hub cache (or ``extra_dir``), without downloading."""
+    filename = os.path.basename(weights.url)
+    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / filename]
+    if extra_dir:
+        candidates.insert(0, Path(extra_dir) / filename)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(
+        f"weights file {filename} is not in {', '.join(str(c.parent) for c in candidates)}; "
+        f"fetch it first: python -m service.cli fetch-weights {weights.__class__.__name__}.{weights.name}"
+    )
+
+
+def fetch_weights(weights: torchvision.models.WeightsEnum, dest_dir: str | None = None) -> Path:
+    """Download ``weights`` into the hub cache: an explicit build/CLI step, never used while serving."""
+    if dest_dir:
+        os.environ["TORCH_HOME"] = dest_dir
+    weights.get_state_dict(progress=False, check_hash=True)
+    return checkpoint_path(weights)
+
+
+def _preprocessing_from_weights(weights: torchvision.models.WeightsEnum) -> Preprocessing:
+    transforms = weights.transforms()
+    crop = transforms.crop_size[0]
+    resize = transforms.resize_size[0] if transforms.resize_size else None
+    return Preprocessing(
+        crop_size=crop,
+        resize_size=resize,
+        mean=tuple(transforms.mean),
+        std=tuple(transforms.std),
+        interpolation=transforms.interpolation.value,
+    )
+
+
+def _read_labels(path: str) -> list[str]:
+    try:
+        labels = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read labels file {path}: {exc}") from None
+    if not labels:
+        raise ModelLoadError(f"labels file {path} is empty")
+    return labels
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    # weights_only refuses pickled code: a weights file is data, never a program.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def build_network(spec: ModelSpec, weights_dir: str | None = None) -> tuple[nn.Module, list[str], Preprocessing]:
+    if spec.source == "bundled":
+        network = DigitsCNN(num_classes=len(DIGITS_LABELS))
+        network.load_state_dict(_load_state_dict(bundled_weights_path()))
+        pre = Preprocessing(
+            crop_size=INPUT_SIZE, resize_size=None, mean=(0.5,), std=(0.5,), interpolation="box", grayscale=True
+        )
+        return network, list(DIGITS_LABELS), pre
+
+    if spec.source == "torchvision":
+        assert spec.arch is not None
+        weights = torchvision_weights(spec.arch, spec.weights)
+        labels = list(weights.meta["categories"]) if weights is not None else None
+        if labels is None:
+            if spec.labels is None:
+                raise ModelLoadError(f"model {spec.name}: no weights metadata, so 'labels' is required")
+            labels = _read_labels(spec.labels)
+        try:
+            network = torchvision.models.get_model(spec.arch, weights=None, num_classes=len(labels))
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
+        if weights is not None and spec.pretrained:
+            network.load_state_dict(_load_state_dict(checkpoint_path(weights, weights_dir)))
+        pre = _preprocessing_from_weights(weights) if weights is not None else _spec_preprocessing(spec)
+        return network, labels, pre
+
+    assert spec.path is not None and spec.labels is not None
+    labels = _read_labels(spec.labels)
+    path = _resolve(spec.path, weights_dir)
+    if spec.format == "torchscript":
+        try:
+            network = torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load TorchScript {path}: {exc}") from None
+    else:
+        assert spec.arch is not None
+        network = torchvision.models.get_model(spec.arch, weights=None, num_classes=len(labels))
+        network.load_state_dict(_load_state_dict(path))
+    return network, labels, _spec_preprocessing(spec)
+
+
+def _spec_preprocessing(spec: ModelSpec) -> Preprocessing:
+    return Preprocessing(
+        crop_size=spec.input_size,
+        resize_size=spec.resize_size or round(spec.input_size * 256 / 224),
+        mean=spec.mean,
+        std=spec.std,
+    )
+
+
+def _resolve(path: str, weights_dir: str | None) -> Path:
+    candidate = Path(path)
+    if not candidate.is_absolute() and weights_dir:
+        candidate = Path(weights_dir) / candidate
+    if not candidate.is_file():
+        raise ModelLoadError(f"model file {candidate} does not exist")
+    return candidate
+
+
+def load_model(
+    spec: ModelSpec,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    *,
+    channels_last: bool = False,
+    weights_dir: str | None = None,
+) -> LoadedModel:
+    network, labels, pre = build_network(spec, weights_dir)
+    network.eval()
+    if isinstance(network, torch.jit.ScriptModule):
+        body, head = network, None
+    else:
+        body, head = split_head(network)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    body = body.to(device=device, dtype=dtype, memory_format=memory_format)
+    if head is not None:
+        head = head.to(device=device, dtype=dtype).eval()
+    return LoadedModel(
+        name=spec.name,
+        version=spec.version,
+        body=body,
+        head=head,
+        labels=labels,
+        preprocessing=pre,
+        device=device,
+        dtype=dtype,
+        channels_last=channels_last,
+    )

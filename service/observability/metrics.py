@@ -1,0 +1,127 @@
+"""Prometheus metrics of the inference path, registered per app (tests build many apps).
+
+In gunicorn multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) values are written to per-process
+files and ``/metrics`` aggregates them; gauges say how to combine processes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class InferenceMetrics:
+    """Implements the batcher's, registry's and pipeline's observer protocols."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("model", "version")
+        self.inference_duration = Histogram(
+            "ml_api_inference_duration_seconds",
+            "Model forward time per batch.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "ml_api_batch_size", "Images per model batch.", labels, buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.queue_wait_seconds = Histogram(
+            "ml_api_queue_wait_seconds",
+            "Time an image waited in the batch queue.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth_gauge = Gauge(
+            "ml_api_queue_depth",
+            "Images waiting in the batch queue.",
+            labels,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.inflight_requests = Gauge(
+            "ml_api_inflight_requests",
+            "Inference requests in progress in this pod (the autoscaling signal).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.model_loaded_gauge = Gauge(
+            "ml_api_model_loaded",
+            "1 when the model version is loaded.",
+            labels,
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.predictions = Counter(
+            "ml_api_predictions", "Images classified, by outcome.", (*labels, "outcome"), registry=registry
+        )
+        self.image_decode = Histogram(
+            "ml_api_image_decode_seconds", "Image decode time.", buckets=LATENCY_BUCKETS, registry=registry
+        )
+        self.jobs = Counter("ml_api_jobs", "Async jobs finished, by outcome.", ("outcome",), registry=registry)
+        self.jobs_queue_depth = Gauge(
+            "ml_api_jobs_queue_depth",
+            "Async jobs waiting to be processed.",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.job_duration = Histogram(
+            "ml_api_job_duration_seconds",
+            "Async job time from submission to its final state.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    # BatchObserver
+    def batch_done(self, model: str, version: str, size: int, seconds: float) -> None:
+        self.inference_duration.labels(model, version).observe(seconds, exemplar=_exemplar())
+        self.batch_size.labels(model, version).observe(size)
+
+    def queue_wait(self, model: str, version: str, seconds: float) -> None:
+        self.queue_wait_seconds.labels(model, version).observe(seconds, exemplar=_exemplar())
+
+    def queue_depth(self, model: str, version: str, depth: int) -> None:
+        self.queue_depth_gauge.labels(model, version).set(depth)
+
+    # LoadObserver
+    def model_loaded(self, name: str, version: str, loaded: bool) -> None:
+        self.model_loaded_gauge.labels(name, version).set(1 if loaded else 0)
+
+    # PipelineObserver
+    def image_decoded(self, seconds: float) -> None:
+        self.image_decode.observe(seconds, exemplar=_exemplar())
+
+    def prediction(self, model: str, version: str, outcome: str) -> None:
+        self.predictions.labels(model, version, outcome).inc()
+
+    def inflight(self, delta: int) -> None:
+        self.inflight_requests.inc(delta)
+
+    # Jobs
+    def job_finished(self, outcome: str, seconds: float) -> None:
+        self.jobs.labels(outcome).inc()
+        self.job_duration.observe(seconds)
+
+    def jobs_waiting(self, depth: int) -> None:
+        self.jobs_queue_depth.set(depth)
+
+
+def _exemplar() -> dict[str, str] | None:
+    """The current trace ID as an exemplar; prometheus_client drops exemplars in multiprocess mode."""
+    if multiprocess_dir():
+        return None
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid or not ctx.trace_flags.sampled:
+        return None
+    return {"trace_id": format(ctx.trace_id, "032x")}
