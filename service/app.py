@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import swagger_ui_bundle
-from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -96,8 +96,8 @@ def create_app(
         app.include_router(router)
     _install_docs(app)
 
-    # add_middleware wraps outermost last: the order below yields, outside in:
-    # request ID -> tracing -> metrics -> access log -> auth/CORS/rate limit -> body cap -> routes.
+    # add_middleware wraps outermost last; the OTel instrumentor wraps the whole stack. Outside in:
+    # tracing -> request ID -> metrics -> access log -> CORS/rate limit/auth -> body cap -> routes.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_security(app, settings)
     app.add_middleware(AccessLogMiddleware)
@@ -107,7 +107,6 @@ def create_app(
         app,
         tracer_provider=tracer_provider,
         excluded_urls="/metrics,/health/live,/health/ready,/health/startup",
-        server_request_hook=_tag_request_id,
     )
     app.add_middleware(
         CorrelationIdMiddleware,
@@ -117,11 +116,6 @@ def create_app(
         transformer=lambda value: value,
     )
     return app
-
-
-def _tag_request_id(span: Any, scope: dict[str, Any]) -> None:
-    if span is not None and span.is_recording():
-        span.set_attribute("http.request_id", correlation_id.get() or "")
 
 
 def _install_docs(app: FastAPI) -> None:

@@ -81,9 +81,6 @@ def error_response(
     details: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
     response_headers = dict(headers or {})
-    request_id = correlation_id.get()
-    if request_id:
-        response_headers.setdefault("X-Request-ID", request_id)
     return JSONResponse(
         error_body(code, message, path, details),
         status_code=STATUS_BY_CODE.get(code, 500),
@@ -134,7 +131,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response("INTERNAL_ERROR", "internal server error", request.url.path)
+        # This handler runs outside every middleware, so the request-ID one cannot add its header.
+        headers = {"X-Request-ID": rid} if (rid := correlation_id.get()) else None
+        return error_response("INTERNAL_ERROR", "internal server error", request.url.path, headers=headers)
 
 
 def _doc(description: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from asgi_correlation_id import correlation_id
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_body
@@ -60,8 +61,6 @@ class BodyLimitMiddleware:
             error_body("PAYLOAD_TOO_LARGE", f"the request body is over {self.max_bytes} bytes", scope["path"])
         ).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if rid := correlation_id.get():
-            headers.append((b"x-request-id", rid.encode()))
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -84,6 +83,9 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        request_id = correlation_id.get() or ""
+        # The request ID on the server span: set here, inside both the tracing and request-ID layers.
+        trace.get_current_span().set_attribute("http.request_id", request_id)
         state: dict[str, Any] = scope.setdefault("state", {})
 
         async def capture(message: Message) -> None:
@@ -110,6 +112,6 @@ class AccessLogMiddleware:
                         "client": f"{client[0]}:{client[1]}" if client else None,
                         "model": state.get("model"),
                         "version": state.get("model_version"),
-                        "request_id": correlation_id.get() or "",
+                        "request_id": request_id,
                     },
                 )

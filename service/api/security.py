@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from limits import parse
-from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_response
@@ -102,7 +102,9 @@ class RateLimitMiddleware:
         self.app = app
         self.trusted = settings.trusted_proxies
         self.limits = {name: parse(value) for name, value in settings.rate_limits.items()}
-        self.storage = storage_from_string(settings.rate_limit_storage_uri)
+        uri = settings.rate_limit_storage_uri
+        # limits picks its asyncio storage implementations by the "async+" scheme prefix.
+        self.storage = storage_from_string(uri if uri.startswith("async+") else f"async+{uri}")
         self.limiter = MovingWindowRateLimiter(self.storage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

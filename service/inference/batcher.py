@@ -122,6 +122,9 @@ class DynamicBatcher:
             raise ShuttingDown("the server is shutting down")
         self.start()
         if len(self._queue) + len(tensors) > self.max_queue_size:
+            # Items of requests that timed out stay queued until the worker skips them; don't count them.
+            self._queue = deque(item for item in self._queue if not item.future.done())
+        if len(self._queue) + len(tensors) > self.max_queue_size:
             self.stats.rejected += 1
             raise Overloaded(f"the inference queue of {self.model.name}:{self.model.version} is full", retry_after=1)
         loop = asyncio.get_running_loop()

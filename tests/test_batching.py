@@ -1,0 +1,196 @@
+"""Dynamic batching: batches form under load, lone requests are not held, failures stay contained."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from service.app import create_app
+from service.inference.batcher import DynamicBatcher
+from service.inference.errors import InferenceFailed, InferenceTimeout, Overloaded
+from service.inference.model import ItemResult, LoadedModel
+from tests.conftest import make_settings, running_app
+from tests.inprocess import bundled_model, classify_in_process
+
+pytestmark = pytest.mark.anyio
+
+
+def _entry_stats(app) -> object:  # type: ignore[no-untyped-def]
+    entry = next(e for e in app.state.pipeline.registry.entries() if e.spec.name == "digits")
+    return entry.batcher.stats
+
+
+async def test_concurrent_requests_form_batches_and_each_gets_its_own_answer(digit_pngs: list[bytes]) -> None:
+    app = create_app(make_settings(max_batch_size=16))
+    images = digit_pngs[:96]
+    expected = [r.predictions[0].class_id for r in classify_in_process(bundled_model(), images)]
+    async with running_app(app) as client:
+        before = _entry_stats(app).batches  # the warm-up batch
+
+        async def one(png: bytes) -> int:
+            r = await client.post("/api/v1/predict/upload", content=png, headers={"content-type": "image/png"})
+            assert r.status_code == 200
+            return r.json()["predictions"][0]["class_id"]
+
+        got = await asyncio.gather(*(one(png) for png in images))
+        stats = _entry_stats(app)
+    assert got == expected
+    assert stats.max_batch > 1
+    assert stats.max_batch <= 16
+    assert stats.images == len(images) + 1  # + the warm-up image
+    assert stats.batches - before < len(images)
+
+
+async def test_stream_sends_one_event_per_image_then_done(
+    client: httpx.AsyncClient, digit_pngs: list[bytes], digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    import base64
+
+    body = {"images": [{"image_base64": base64.b64encode(p).decode()} for p in digit_pngs[:5]]}
+    body["images"].append({"image_base64": base64.b64encode(b"not an image").decode()})
+    async with client.stream("POST", "/api/v1/predict/stream", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line[len("data: ") :] async for line in response.aiter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    payloads = [json.loads(e) for e in events[:-1]]
+    assert sorted(p["index"] for p in payloads) == list(range(6))
+    by_index = {p["index"]: p for p in payloads}
+    for i in range(5):
+        assert by_index[i]["predictions"][0]["label"] == str(digits[1][i])
+    assert by_index[5]["error"]["error"] == "INVALID_IMAGE"
+
+
+async def test_async_job_round_trip_and_its_events(
+    client: httpx.AsyncClient, digit_pngs: list[bytes], digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    import base64
+
+    submitted = await client.post(
+        "/api/v1/predict/async", json={"image_base64": base64.b64encode(digit_pngs[0]).decode()}
+    )
+    assert submitted.status_code == 202
+    job = submitted.json()
+    assert job["status"] == "pending" and job["status_url"] == f"/api/v1/jobs/{job['job_id']}"
+    async with client.stream("GET", f"{job['status_url']}/events") as response:
+        statuses = [
+            json.loads(line[len("data: ") :])["status"]
+            async for line in response.aiter_lines()
+            if line.startswith("data: ")
+        ]
+    assert statuses[-1] == "completed"
+    final = (await client.get(job["status_url"])).json()
+    assert final["status"] == "completed" and final["error"] is None
+    assert final["result"]["predictions"][0]["label"] == str(digits[1][0])
+    assert final["result"]["model_name"] == "digits"
+
+
+# --- the batcher itself, driven directly -------------------------------------------------------
+
+
+def _loaded() -> LoadedModel:
+    return bundled_model()
+
+
+def _tensor() -> torch.Tensor:
+    return torch.zeros((1, 8, 8), dtype=torch.uint8)
+
+
+async def test_a_lone_request_is_not_held_back_waiting_for_a_batch() -> None:
+    batcher = DynamicBatcher(_loaded(), max_batch_size=64, max_queue_size=64)
+    started = time.monotonic()
+    [outcome] = await batcher.submit([_tensor()], deadline=time.monotonic() + 5)
+    elapsed = time.monotonic() - started
+    await batcher.close()
+    assert isinstance(outcome, ItemResult)
+    assert batcher.stats.sizes == [1]
+    assert elapsed < 1.0  # generous: the point is no waiting for 63 more images
+
+
+async def test_images_not_requests_count_toward_max_batch_size() -> None:
+    batcher = DynamicBatcher(_loaded(), max_batch_size=4, max_queue_size=64)
+    outcomes = await batcher.submit([_tensor() for _ in range(10)], deadline=time.monotonic() + 5)
+    await batcher.close()
+    assert len(outcomes) == 10 and all(isinstance(o, ItemResult) for o in outcomes)
+    assert max(batcher.stats.sizes) == 4
+    assert sum(batcher.stats.sizes) == 10
+
+
+async def test_max_batch_wait_collects_a_fuller_batch() -> None:
+    batcher = DynamicBatcher(_loaded(), max_batch_size=8, max_queue_size=64, max_batch_wait_s=0.2)
+    deadline = time.monotonic() + 5
+
+    async def later(delay: float) -> None:
+        await asyncio.sleep(delay)
+        await batcher.submit([_tensor()], deadline=deadline)
+
+    await asyncio.gather(*(later(0.01 * i) for i in range(4)))
+    await batcher.close()
+    assert batcher.stats.sizes == [4]
+
+
+async def test_cuda_out_of_memory_halves_the_batch_and_retries_before_failing_anyone() -> None:
+    calls: list[int] = []
+
+    def fits_two(model: LoadedModel, batch: torch.Tensor, top_ks: list[int], embed: list[bool]) -> list[ItemResult]:
+        calls.append(batch.shape[0])
+        if batch.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated device limit)")
+        return model.run(batch, top_ks, embed)
+
+    batcher = DynamicBatcher(_loaded(), max_batch_size=8, max_queue_size=64, run=fits_two)
+    outcomes = await batcher.submit([_tensor() for _ in range(8)], deadline=time.monotonic() + 5)
+    await batcher.close()
+    assert all(isinstance(o, ItemResult) for o in outcomes)
+    assert calls == [8, 4, 2, 2, 4, 2, 2]
+
+
+async def test_a_failing_batch_fails_only_the_images_that_fail_alone() -> None:
+    def poisoned(model: LoadedModel, batch: torch.Tensor, top_ks: list[int], embed: list[bool]) -> list[ItemResult]:
+        if (batch == 255).any():  # the poisoned image is all-white
+            raise RuntimeError("kernel failure on this input")
+        return model.run(batch, top_ks, embed)
+
+    batcher = DynamicBatcher(_loaded(), max_batch_size=8, max_queue_size=64, run=poisoned)
+    images = [_tensor() for _ in range(8)]
+    images[5] = torch.full((1, 8, 8), 255, dtype=torch.uint8)
+    outcomes = await batcher.submit(images, deadline=time.monotonic() + 5)
+    await batcher.close()
+    assert [type(o) for o in outcomes] == [ItemResult] * 5 + [InferenceFailed] + [ItemResult] * 2
+
+
+async def test_expired_requests_are_dropped_before_inference_and_full_queue_is_refused() -> None:
+    release = asyncio.Event()
+    seen: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def slow(model: LoadedModel, batch: torch.Tensor, top_ks: list[int], embed: list[bool]) -> list[ItemResult]:
+        seen.append(batch.shape[0])
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+        return model.run(batch, top_ks, embed)
+
+    batcher = DynamicBatcher(_loaded(), max_batch_size=1, max_queue_size=2, run=slow)
+    blocker = asyncio.create_task(batcher.submit([_tensor()], deadline=time.monotonic() + 10))
+    while not seen:
+        await asyncio.sleep(0.01)
+    # The worker is busy: this one waits in the queue and its deadline passes there.
+    with pytest.raises(InferenceTimeout):
+        await batcher.submit([_tensor()], deadline=time.monotonic() + 0.1)
+    queued = asyncio.create_task(batcher.submit([_tensor(), _tensor()], deadline=time.monotonic() + 10))
+    await asyncio.sleep(0.05)
+    with pytest.raises(Overloaded) as overloaded:
+        await batcher.submit([_tensor()], deadline=time.monotonic() + 10)
+    assert overloaded.value.retry_after == 1
+    release.set()
+    await blocker
+    assert all(isinstance(o, ItemResult) for o in await queued)
+    await batcher.close()
+    # The expired image never reached the model: only the blocker and the two queued ones ran.
+    assert sum(seen) == 3
+    assert batcher.stats.rejected == 1
