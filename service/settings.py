@@ -145,10 +145,17 @@ class Settings(BaseSettings):
 
 def load_settings() -> Settings:
     """Read settings, turning a validation error into one readable line per variable."""
+    import re
+
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     try:
         return Settings()
+    except SettingsError as exc:  # a value that is not even parseable (e.g. invalid JSON)
+        field = re.search(r'field "([a-z_]+)"', str(exc))
+        var = f"ML_API_{field.group(1).upper()}" if field else "ML_API_*"
+        raise SystemExit(f"invalid settings:\n  {var}: {exc.__cause__ or exc}") from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
