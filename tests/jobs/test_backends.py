@@ -1,0 +1,221 @@
+"""Behaviour every job backend shares, run against the in-process and the Redis implementation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from service.inference.errors import Overloaded
+from service.jobs.base import JobBackend, JobRecord, JobRequest, JobState
+from service.jobs.memory import MemoryJobBackend
+from service.jobs.redis_backend import RedisJobBackend
+from service.jobs.runner import JOB_PATH
+from tests.conftest import make_settings
+from tests.jobs.conftest import redis_server_running
+
+pytestmark = pytest.mark.anyio
+
+Outcome = tuple[JobState, dict[str, Any] | None, dict[str, Any] | None]
+
+
+class GatedRunner:
+    """A job function that holds every job until released, so tests control when jobs finish.
+
+    The backend under test is real; this stands in for the model, whose own behaviour is tested elsewhere.
+    """
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: list[str] = []
+        self.started_event = asyncio.Event()
+        self.fail_with: Exception | None = None
+
+    async def __call__(self, job_id: str, request: JobRequest) -> Outcome:
+        self.started.append(job_id)
+        self.started_event.set()
+        await self.release.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        return "completed", {"bytes": len(request.image), "top_k": request.top_k}, None
+
+    async def wait_started(self, count: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.started) < count:
+                self.started_event.clear()
+                await self.started_event.wait()
+
+
+BackendFactory = Callable[..., contextlib.AbstractAsyncContextManager[JobBackend]]
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def make_backend(request: pytest.FixtureRequest) -> BackendFactory:
+    """Builds a started backend of the parametrised kind: ``async with make_backend(runner, ...) as backend``."""
+
+    @contextlib.asynccontextmanager
+    async def build(runner: GatedRunner, *, max_queue: int = 100, ttl_s: int = 3600) -> AsyncIterator[JobBackend]:
+        backend: JobBackend
+        with contextlib.ExitStack() as stack:
+            if request.param == "memory":
+                backend = MemoryJobBackend(max_queue=max_queue, ttl_s=ttl_s, concurrency=1)
+            else:
+                server = stack.enter_context(redis_server_running())
+                settings = make_settings(
+                    jobs_backend="redis", redis_url=server.url, jobs_max_queue=max_queue, job_ttl_s=ttl_s
+                )
+                backend = RedisJobBackend(settings, concurrency=1)
+            await backend.start(runner)
+            try:
+                yield backend
+            finally:
+                runner.release.set()
+                await backend.close()
+
+    return build
+
+
+def job(image: bytes = b"png-bytes", top_k: int = 3, request_id: str = "req-1") -> JobRequest:
+    return JobRequest(image=image, model=None, model_version=None, top_k=top_k, request_id=request_id)
+
+
+async def until_finished(backend: JobBackend, job_id: str, timeout: float = 10.0) -> JobRecord:
+    async with asyncio.timeout(timeout):
+        async for record in backend.watch(job_id):
+            if record.finished:
+                return record
+    raise AssertionError(f"watch({job_id}) ended before the job finished")
+
+
+async def test_a_submitted_job_is_pending_until_run_then_completed_with_the_runner_result(
+    make_backend: BackendFactory,
+) -> None:
+    runner = GatedRunner()
+    async with make_backend(runner) as backend:
+        submitted = await backend.submit(job(image=b"x" * 123, top_k=4))
+        assert submitted.status == "pending"
+        await runner.wait_started(1)
+        processing = await backend.get(submitted.job_id)
+        assert processing is not None and processing.status == "processing"
+        runner.release.set()
+        final = await until_finished(backend, submitted.job_id)
+        assert final.status == "completed"
+        assert final.result == {"bytes": 123, "top_k": 4}
+        assert final.error is None
+        assert final.created_at == pytest.approx(submitted.created_at)
+        assert final.updated_at >= final.created_at
+        stored = await backend.get(submitted.job_id)
+        assert stored == final
+
+
+async def test_watch_yields_the_current_state_then_each_change_until_terminal(make_backend: BackendFactory) -> None:
+    runner = GatedRunner()
+    async with make_backend(runner) as backend:
+        submitted = await backend.submit(job())
+        await runner.wait_started(1)
+        seen: list[str] = []
+
+        async def collect() -> None:
+            async for record in backend.watch(submitted.job_id):
+                seen.append(record.status)
+
+        watcher = asyncio.create_task(collect())
+        async with asyncio.timeout(10):
+            while not seen:
+                await asyncio.sleep(0.01)
+        runner.release.set()
+        async with asyncio.timeout(10):
+            await watcher
+        assert seen == ["processing", "completed"]
+        # A finished job's watch yields its final state once and ends.
+        assert [r.status async for r in backend.watch(submitted.job_id)] == ["completed"]
+
+
+async def test_the_same_idempotency_key_returns_the_same_job_and_runs_it_once(make_backend: BackendFactory) -> None:
+    runner = GatedRunner()
+    async with make_backend(runner) as backend:
+        first = await backend.submit(job(), idempotency_key="order-42")
+        again = await backend.submit(job(image=b"other"), idempotency_key="order-42")
+        other = await backend.submit(job(), idempotency_key="order-43")
+        assert again.job_id == first.job_id
+        assert other.job_id != first.job_id
+        runner.release.set()
+        await until_finished(backend, first.job_id)
+        await until_finished(backend, other.job_id)
+        after = await backend.submit(job(), idempotency_key="order-42")
+        assert after.job_id == first.job_id
+        assert after.status == "completed"
+        assert sorted(runner.started) == sorted([first.job_id, other.job_id])
+
+
+async def test_unknown_job_is_none_and_its_watch_yields_nothing(make_backend: BackendFactory) -> None:
+    async with make_backend(GatedRunner()) as backend:
+        assert await backend.get("0" * 32) is None
+        assert [r async for r in backend.watch("0" * 32)] == []
+
+
+async def test_a_runner_exception_fails_the_job_with_an_internal_error(make_backend: BackendFactory) -> None:
+    runner = GatedRunner()
+    runner.fail_with = RuntimeError("boom: internal detail")
+    async with make_backend(runner) as backend:
+        submitted = await backend.submit(job(request_id="req-boom"))
+        runner.release.set()
+        final = await until_finished(backend, submitted.job_id)
+        assert final.status == "failed"
+        assert final.result is None
+        assert final.error == {
+            "error": "INTERNAL_ERROR",
+            "message": "RuntimeError",
+            "path": JOB_PATH,
+            "request_id": "req-boom",
+        }
+
+
+async def test_jobs_waiting_beyond_the_queue_bound_are_refused_with_retry_after(make_backend: BackendFactory) -> None:
+    runner = GatedRunner()
+    async with make_backend(runner, max_queue=3) as backend:
+        running = await backend.submit(job())
+        await runner.wait_started(1)  # taken by the only worker: no longer waiting
+        waiting = [await backend.submit(job()) for _ in range(3)]
+        with pytest.raises(Overloaded) as refused:
+            await backend.submit(job())
+        assert refused.value.retry_after == 1
+        assert refused.value.code == "OVERLOADED"
+        runner.release.set()
+        finals = [await until_finished(backend, j.job_id) for j in [running, *waiting]]
+        assert [f.status for f in finals] == ["completed"] * 4
+        assert len(runner.started) == 4
+        # Once drained, the queue takes jobs again.
+        accepted = await backend.submit(job())
+        assert (await until_finished(backend, accepted.job_id)).status == "completed"
+
+
+async def test_a_full_queue_still_answers_a_repeated_idempotent_submission(make_backend: BackendFactory) -> None:
+    runner = GatedRunner()
+    async with make_backend(runner, max_queue=1) as backend:
+        await backend.submit(job())
+        await runner.wait_started(1)
+        queued = await backend.submit(job(), idempotency_key="retry-me")
+        with pytest.raises(Overloaded):
+            await backend.submit(job(), idempotency_key="new-key")
+        repeated = await backend.submit(job(), idempotency_key="retry-me")
+        assert repeated.job_id == queued.job_id
+
+
+async def test_finished_jobs_expire_after_the_ttl(make_backend: BackendFactory) -> None:
+    runner = GatedRunner()
+    runner.release.set()
+    async with make_backend(runner, ttl_s=1) as backend:
+        submitted = await backend.submit(job(), idempotency_key="ttl-key")
+        final = await until_finished(backend, submitted.job_id)
+        assert final.status == "completed"
+        assert await backend.get(submitted.job_id) == final
+        await asyncio.sleep(1.3)
+        assert await backend.get(submitted.job_id) is None
+        assert [r async for r in backend.watch(submitted.job_id)] == []
+        # The idempotency key expired with its job: the same key now makes a new job.
+        fresh = await backend.submit(job(), idempotency_key="ttl-key")
+        assert fresh.job_id != submitted.job_id
