@@ -1,0 +1,401 @@
+"""Build-or-reuse the ml-api image and run it the way production does, for black-box tests.
+
+Usage from a test (pytest or not)::
+
+    from e2e.container import ContainerUnavailable, ensure_image, run_container
+
+    try:
+        image = ensure_image()              # tag of an image built from the current work tree
+    except ContainerUnavailable as exc:     # no Docker daemon, or the local base image cannot be made
+        pytest.skip(str(exc))
+    with run_container(image, env={"ML_API_LOG_LEVEL": "DEBUG"}) as c:
+        httpx.get(f"{c.base_url}/health/ready")
+        c.time_to_ready_s                   # seconds from `docker run` to the first 200 on /health/ready
+        c.logs()                            # stdout + stderr so far
+        code = c.stop(signal.SIGTERM)       # send a signal, wait for the exit, return the exit code
+
+``ensure_image`` rebuilds (through ``make image``) only when the image's ``io.ml-api.inputs-hash``
+label differs from the hash of the build inputs (Dockerfile, .dockerignore, pyproject.toml,
+README.md, service/, weights/, the constraints written from .venv, the build args and the base
+image ID), so repeated test runs reuse it. ``run_container`` always runs with ``--read-only
+--tmpfs /tmp --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges`` and publishes
+port 8000 on 127.0.0.1 only, on a port Docker picks.
+
+Also a small CLI used by ``mk/image.mk``: ``python e2e/container.py constraints DIR`` writes the
+pins from the running interpreter's environment, ``python e2e/container.py inputs-hash`` prints
+the hash that ``make image`` stamps into the label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_IMAGE = os.environ.get("ML_API_IMAGE", "ml-api:local")
+DEFAULT_BASE_IMAGE = os.environ.get("BASE_IMAGE", "ml-api-base:bookworm")
+HASH_LABEL = "io.ml-api.inputs-hash"
+CONTAINER_PORT = 8000
+# Files and directories the image is built from (must match the allow-list in .dockerignore).
+_INPUT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")
+_INPUT_DIRS = ("service", "weights", "build/image")
+# Build args that change the image; their values (from the environment, as make sees them) are
+# part of the inputs hash.
+_BUILD_ARGS = ("BASE_IMAGE", "TORCH_INDEX_URL", "TORCHVISION_WEIGHTS", "PIP_INDEX_URL", "IMAGE_TARGET")
+
+
+class ContainerUnavailable(RuntimeError):
+    """Docker or the local base image is not available here: tests should skip, not fail."""
+
+
+class ContainerFailed(RuntimeError):
+    """The container exited or never became ready; the message carries the tail of its logs."""
+
+
+def docker_bin() -> str:
+    """Debian's client: the one first on PATH here may lack BuildKit support (see docs/container.md)."""
+    explicit = os.environ.get("DOCKER")
+    if explicit:
+        return explicit
+    if Path("/usr/bin/docker").is_file():
+        return "/usr/bin/docker"
+    found = shutil.which("docker")
+    if not found:
+        raise ContainerUnavailable("no docker client on PATH (apt-get install docker.io; scripts/ci-docker.sh)")
+    return found
+
+
+def _docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([docker_bin(), *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args[:3])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return proc
+
+
+def docker_unavailable_reason() -> str | None:
+    """None when a Docker daemon answers, else why not (for ``pytest.skip``)."""
+    try:
+        proc = _docker("version", "--format", "{{.Server.Version}}", timeout=20, check=False)
+    except ContainerUnavailable as exc:
+        return str(exc)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"docker client failed: {exc}"
+    if proc.returncode != 0:
+        return f"no Docker daemon reachable ({proc.stderr.strip()[:200]}); start one with scripts/ci-docker.sh"
+    return None
+
+
+def image_exists(tag: str) -> bool:
+    return _docker("image", "inspect", tag, check=False).returncode == 0
+
+
+def image_label(tag: str, label: str) -> str | None:
+    proc = _docker("image", "inspect", "--format", "{{json .Config.Labels}}", tag, check=False)
+    if proc.returncode != 0:
+        return None
+    return (json.loads(proc.stdout) or {}).get(label)
+
+
+def image_size_bytes(tag: str) -> int:
+    return int(_docker("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
+
+
+# ---------------------------------------------------------------------------------------------
+# Build inputs
+
+
+def _requirement_closure(roots: Sequence[str]) -> dict[str, str]:
+    """``{name: version}`` of the installed distributions that ``roots`` need, extras and
+    environment markers honoured, as resolved in the running interpreter's environment."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, str] = {}
+    todo: list[tuple[str, frozenset[str]]] = [(r, frozenset()) for r in roots]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        name, extras = todo.pop()
+        key = (canonicalize_name(name), extras)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue  # a marker-gated or optional dependency this environment does not have
+        found[canonicalize_name(dist.metadata["Name"])] = dist.version
+        for line in dist.requires or []:
+            req = Requirement(line)
+            envs = [{"extra": e} for e in ({""} | set(extras))]
+            if req.marker is None or any(req.marker.evaluate(env) for env in envs):
+                todo.append((req.name, frozenset(req.extras)))
+    return found
+
+
+def write_constraints(out_dir: Path) -> tuple[Path, Path]:
+    """Pin the image to the versions the test suite ran against: ``constraints-torch.txt`` (the
+    torch + torchvision closure, for the torch layer) and ``constraints.txt`` (everything ml-api
+    needs at run time). Files are rewritten only when their content changes, so Docker's layer
+    cache and the inputs hash stay stable."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch_pins = _requirement_closure(["torch", "torchvision"])
+    all_pins = _requirement_closure(["ml-api"])
+    all_pins.pop("ml-api", None)
+    written = []
+    for name, pins in (("constraints-torch.txt", torch_pins), ("constraints.txt", all_pins)):
+        path = out_dir / name
+        text = "# Written by `make image` from the tested .venv; do not edit.\n" + "".join(
+            f"{n}=={v}\n" for n, v in sorted(pins.items())
+        )
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+        written.append(path)
+    return written[0], written[1]
+
+
+def _build_args_from_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    args = {k: os.environ.get(k, "") for k in _BUILD_ARGS}
+    args["BASE_IMAGE"] = args["BASE_IMAGE"] or DEFAULT_BASE_IMAGE
+    args["IMAGE_TARGET"] = args["IMAGE_TARGET"] or "cpu"
+    args.update(overrides or {})
+    return args
+
+
+def inputs_hash(build_args: Mapping[str, str] | None = None) -> str:
+    """Hash of everything the image is built from; equal hashes mean an equal image."""
+    args = _build_args_from_env(build_args)
+    h = hashlib.sha256()
+    paths: list[Path] = [REPO / f for f in _INPUT_FILES]
+    for d in _INPUT_DIRS:
+        root = REPO / d
+        if root.is_dir():
+            paths += sorted(
+                p
+                for p in root.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and p.suffix not in {".pyc", ".pyo"}
+            )
+    for p in paths:
+        if p.is_file():
+            h.update(str(p.relative_to(REPO)).encode() + b"\0")
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    for k in sorted(args):
+        h.update(f"{k}={args[k]}\0".encode())
+    # A rebuilt base image (new Debian security updates) must rebuild the app image too.
+    with contextlib.suppress(Exception):
+        h.update(_docker("image", "inspect", "--format", "{{.Id}}", args["BASE_IMAGE"], check=False).stdout.encode())
+    return h.hexdigest()[:24]
+
+
+@dataclass
+class BuildResult:
+    tag: str
+    built: bool  # False: an up-to-date image was reused
+    seconds: float
+    inputs_hash: str
+    log_tail: str = ""
+
+
+def ensure_image(tag: str = DEFAULT_IMAGE, *, timeout_s: float = 1800, **build_args: str) -> str:
+    """Return ``tag`` after making sure it is built from the current inputs (see module doc)."""
+    return build_image(tag, timeout_s=timeout_s, **build_args).tag
+
+
+def build_image(tag: str = DEFAULT_IMAGE, *, timeout_s: float = 1800, **build_args: str) -> BuildResult:
+    """Like :func:`ensure_image`, also saying whether it built and how long that took.
+
+    Raises ContainerUnavailable when there is no daemon or the base image cannot be made (skip),
+    and RuntimeError when the image build itself fails (a real failure)."""
+    reason = docker_unavailable_reason()
+    if reason:
+        raise ContainerUnavailable(reason)
+    env = {**os.environ, **_build_args_from_env(build_args)}
+    start = time.monotonic()
+    base = subprocess.run(
+        ["make", "-C", str(REPO), "--no-print-directory", "base-image", f"BASE_IMAGE={env['BASE_IMAGE']}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    if base.returncode != 0:
+        raise ContainerUnavailable(f"base image {env['BASE_IMAGE']} cannot be made: {base.stderr.strip()[-800:]}")
+    write_constraints(REPO / "build" / "image")
+    wanted = inputs_hash(build_args)
+    if image_label(tag, HASH_LABEL) == wanted:
+        return BuildResult(tag, False, time.monotonic() - start, wanted)
+    make_vars = [f"{k}={v}" for k, v in _build_args_from_env(build_args).items()]
+    proc = subprocess.run(
+        ["make", "-C", str(REPO), "--no-print-directory", "image", f"IMAGE={tag}", *make_vars],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+        check=False,
+    )
+    tail = (proc.stdout + proc.stderr)[-4000:]
+    if proc.returncode != 0:
+        raise RuntimeError(f"make image failed ({proc.returncode}):\n{tail}")
+    return BuildResult(tag, True, time.monotonic() - start, wanted, tail)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class RunningContainer:
+    """A started container. ``stop`` or leaving the ``run_container`` block ends it."""
+
+    container_id: str
+    name: str
+    base_url: str
+    host_port: int
+    started_at: float  # time.monotonic() just before `docker run`
+    time_to_ready_s: float | None = None
+    _exit_code: int | None = field(default=None, repr=False)
+
+    def logs(self) -> str:
+        proc = _docker("logs", self.container_id, check=False)
+        return proc.stdout + proc.stderr
+
+    def is_running(self) -> bool:
+        proc = _docker("inspect", "--format", "{{.State.Running}}", self.container_id, check=False)
+        return proc.stdout.strip() == "true"
+
+    def exit_code(self) -> int | None:
+        proc = _docker("inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}", self.container_id, check=False)
+        running, _, code = proc.stdout.strip().partition(" ")
+        return None if running != "false" else int(code)
+
+    def wait_ready(self, timeout_s: float = 180.0, path: str = "/health/ready") -> float:
+        """Poll ``path`` until 200; returns and records seconds since ``docker run``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.base_url + path, timeout=2) as resp:
+                    if resp.status == 200:
+                        self.time_to_ready_s = time.monotonic() - self.started_at
+                        return self.time_to_ready_s
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if not self.is_running():
+                raise ContainerFailed(f"container exited ({self.exit_code()}) before ready:\n{self.logs()[-4000:]}")
+            time.sleep(0.2)
+        raise ContainerFailed(f"not ready after {timeout_s:.0f}s:\n{self.logs()[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int:
+        """Send ``sig`` to PID 1 and wait for the exit; returns the container's exit code.
+        SIGKILLs it (and raises) when it outlives ``timeout_s``."""
+        if self._exit_code is not None:
+            return self._exit_code
+        _docker("kill", "--signal", signal.Signals(sig).name, self.container_id, check=False)
+        try:
+            proc = _docker("wait", self.container_id, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _docker("kill", self.container_id, check=False)
+            raise ContainerFailed(f"still running {timeout_s:.0f}s after {signal.Signals(sig).name}") from None
+        self._exit_code = int(proc.stdout.strip().splitlines()[-1])
+        return self._exit_code
+
+    def remove(self) -> None:
+        _docker("rm", "-f", self.container_id, check=False)
+
+
+def run_container(
+    image: str = DEFAULT_IMAGE,
+    *,
+    env: Mapping[str, str] | None = None,
+    ready_timeout_s: float = 180.0,
+    wait_ready: bool = True,
+    extra_args: Sequence[str] = (),
+    memory: str | None = "4g",
+) -> contextlib.AbstractContextManager[RunningContainer]:
+    """Context manager: start ``image`` hardened as in production and yield a RunningContainer
+    once ``/health/ready`` answers 200 (or right away with ``wait_ready=False``). The container is
+    removed on exit from the block; its logs are printed to stderr if the block raised."""
+    return _run(image, env or {}, ready_timeout_s, wait_ready, extra_args, memory)
+
+
+@contextlib.contextmanager
+def _run(
+    image: str,
+    env: Mapping[str, str],
+    ready_timeout_s: float,
+    wait_ready: bool,
+    extra_args: Sequence[str],
+    memory: str | None,
+) -> Iterator[RunningContainer]:
+    name = f"ml-api-e2e-{uuid.uuid4().hex[:10]}"
+    args = [
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,nosuid,nodev,size=512m",
+        "--user",
+        "10001:10001",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        # Docker picks a free host port; loopback only, never a routable address.
+        "--publish",
+        f"127.0.0.1::{CONTAINER_PORT}",
+        *(["--memory", memory] if memory else []),
+    ]
+    for k, v in env.items():
+        args += ["--env", f"{k}={v}"]
+    args += [*extra_args, image]
+    started = time.monotonic()
+    cid = _docker(*args, timeout=120).stdout.strip()
+    container = None
+    try:
+        port_line = _docker("port", cid, f"{CONTAINER_PORT}/tcp").stdout.strip().splitlines()[0]
+        host_port = int(port_line.rsplit(":", 1)[1])
+        container = RunningContainer(cid, name, f"http://127.0.0.1:{host_port}", host_port, started)
+        if wait_ready:
+            container.wait_ready(ready_timeout_s)
+        yield container
+    except BaseException:
+        logs = container.logs() if container else _docker("logs", cid, check=False).stderr
+        print(f"--- logs of {name} ---\n{logs[-6000:]}", file=sys.stderr)
+        raise
+    finally:
+        _docker("rm", "-f", cid, check=False)
+
+
+def _main(argv: Sequence[str]) -> int:
+    if len(argv) == 2 and argv[0] == "constraints":
+        for path in write_constraints(Path(argv[1])):
+            print(path)
+        return 0
+    if len(argv) == 1 and argv[0] == "inputs-hash":
+        print(inputs_hash())
+        return 0
+    if len(argv) in (1, 2) and argv[0] == "ensure":
+        result = build_image(argv[1] if len(argv) == 2 else DEFAULT_IMAGE)
+        print(json.dumps({"tag": result.tag, "built": result.built, "seconds": round(result.seconds, 1)}))
+        return 0
+    print("usage: container.py constraints DIR | inputs-hash | ensure [TAG]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
