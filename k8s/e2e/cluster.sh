@@ -19,7 +19,7 @@ usage: k8s/e2e/cluster.sh COMMAND [ARGS]
   port-forward           kubectl port-forward the Service to 127.0.0.1:$LOCAL_PORT
   gpu-capacity add|remove  advertise (or withdraw) nvidia.com/gpu on the GPU-labelled worker
   metrics-server         install metrics-server (for the HPA)
-  observability          install kube-prometheus-stack and an OpenTelemetry collector (namespace monitoring)
+  observability          make observability (k8s/observability/ stack, namespace monitoring) on the kind cluster
   e2e                    run the e2e suite (E2E_TARGETS, default kind)
   down                   delete the kind cluster
 environment: CLUSTER NAMESPACE RELEASE IMAGE LOCAL_PORT KIND_NODE_IMAGE PROFILES E2E_TARGETS HELM_WAIT DRY_RUN
@@ -147,8 +147,6 @@ gpu_capacity() {
   esac
 }
 
-version_flag() { [[ -n ${1:-} ]] && printf -- '--version\n%s\n' "$1"; return 0; }
-
 cmd=${1:-}
 shift || true
 case $cmd in
@@ -186,26 +184,20 @@ case $cmd in
     gpu_capacity "$@"
     ;;
   metrics-server)
+    # Same values and pinned chart version as `make observability` (k8s/observability/, mk/observability.mk).
     need kubectl helm
-    mapfile -t ver < <(version_flag "${METRICS_SERVER_CHART_VERSION:-}")
-    # kind's kubelets serve self-signed certificates.
+    ver=$(sed -n 's/^METRICS_SERVER_VERSION := *//p' mk/observability.mk)
     run helm upgrade --install metrics-server metrics-server \
-      --repo https://kubernetes-sigs.github.io/metrics-server/ "${ver[@]}" \
+      --repo https://kubernetes-sigs.github.io/metrics-server/ ${ver:+--version "$ver"} \
       --kube-context "$CONTEXT" --namespace kube-system \
-      --set 'args={--kubelet-insecure-tls}' --wait --timeout "$HELM_TIMEOUT"
+      -f k8s/observability/metrics-server.yaml --wait --timeout "$HELM_TIMEOUT"
     ;;
   observability)
+    # The stack of k8s/observability/ (pinned in mk/observability.mk), installed by `make observability`
+    # into the current context: point it at the kind cluster first.
     need kubectl helm
-    mapfile -t ver < <(version_flag "${KUBE_PROMETHEUS_STACK_VERSION:-}")
-    run helm upgrade --install kube-prometheus-stack kube-prometheus-stack \
-      --repo https://prometheus-community.github.io/helm-charts "${ver[@]}" \
-      --kube-context "$CONTEXT" --namespace monitoring --create-namespace \
-      -f k8s/e2e/kube-prometheus-stack-values.yaml --wait --timeout 10m
-    mapfile -t ver < <(version_flag "${OTEL_COLLECTOR_CHART_VERSION:-}")
-    run helm upgrade --install otel-collector opentelemetry-collector \
-      --repo https://open-telemetry.github.io/opentelemetry-helm-charts "${ver[@]}" \
-      --kube-context "$CONTEXT" --namespace monitoring --create-namespace \
-      -f k8s/e2e/otel-collector-values.yaml --wait --timeout "$HELM_TIMEOUT"
+    run kubectl config use-context "$CONTEXT"
+    run "$MAKE" --no-print-directory observability
     ;;
   e2e)
     targets=${E2E_TARGETS:-kind}
