@@ -1,0 +1,136 @@
+"""The limit: in-process throughput of the service's own decode + preprocess + model pipeline.
+
+No HTTP, no event loop, no queue: one thread decodes and preprocesses ``batch`` images with
+``service.inference.images.decode_image`` and ``Preprocessing.to_uint8_tensor``, stacks them and calls
+``LoadedModel.run`` (the batcher's call), for each batch size in turn; the best is the limit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from service.inference.device import configure_torch_threads, select_device, select_dtype
+from service.inference.images import decode_image
+from service.inference.sources import load_model
+from service.settings import ModelSpec
+
+
+@dataclass
+class LimitPoint:
+    batch_size: int
+    images: int
+    seconds: float
+    images_per_s: float
+    decode_ms_per_image: float
+    model_ms_per_batch: float
+
+
+def measure_limit(
+    spec: ModelSpec,
+    image: bytes,
+    *,
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16),
+    seconds: float = 4.0,
+    device: str = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    torch_threads: int = 0,
+    max_pixels: int = 25_000_000,
+) -> dict:
+    threads = configure_torch_threads(1, torch_threads)
+    dev = select_device(device)
+    dtype = select_dtype(precision, dev)
+    model = load_model(spec, dev, dtype, channels_last=channels_last)
+    pre = model.preprocessing
+
+    def one_batch(n: int) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        tensors = [
+            pre.to_uint8_tensor(decode_image(image, max_pixels=max_pixels, draft_size=pre.draft_size)) for _ in range(n)
+        ]
+        t1 = time.perf_counter()
+        model.run(torch.stack(tensors), [5] * n, [False] * n)  # .tolist() inside syncs CUDA too
+        return t1 - t0, time.perf_counter() - t1
+
+    points = []
+    for n in batch_sizes:
+        for _ in range(2):  # warm-up: allocator, oneDNN primitive cache, cuDNN autotune
+            one_batch(n)
+        images, decode_s, model_s, batches = 0, 0.0, 0.0, 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while time.perf_counter() < deadline and batches < 10_000:
+            d, m = one_batch(n)
+            decode_s, model_s, images, batches = decode_s + d, model_s + m, images + n, batches + 1
+        elapsed = time.perf_counter() - start
+        points.append(
+            LimitPoint(
+                n,
+                images,
+                round(elapsed, 3),
+                round(images / elapsed, 2),
+                round(1000 * decode_s / images, 3),
+                round(1000 * model_s / batches, 3),
+            )
+        )
+    best = max(points, key=lambda p: p.images_per_s)
+    return {
+        "model": spec.name,
+        "arch": spec.arch or spec.source,
+        "device": str(dev),
+        "dtype": str(dtype).removeprefix("torch."),
+        "channels_last": channels_last,
+        "torch_threads": threads,
+        "points": [asdict(p) for p in points],
+        "best_batch_size": best.batch_size,
+        "images_per_s": best.images_per_s,
+    }
+
+
+def main() -> None:
+    import argparse
+    import json
+    import os
+
+    from bench.images import make_jpeg
+
+    p = argparse.ArgumentParser(description="in-process limit of decode + preprocess + model")
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--spec", help="a model spec as JSON (ML_API_MODELS item); overrides --arch")
+    p.add_argument("--device", default=os.environ.get("ML_API_DEVICE", "cpu"))
+    p.add_argument("--precision", default=os.environ.get("ML_API_PRECISION", "fp32"))
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        default=os.environ.get("ML_API_CHANNELS_LAST", "").lower() in ("1", "true", "yes"),
+    )
+    p.add_argument("--threads", type=int, default=int(os.environ.get("ML_API_TORCH_THREADS", "0")))
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--batch-sizes", default="1,2,4,8,16")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout, nothing else")
+    a = p.parse_args()
+    spec = (
+        ModelSpec.model_validate_json(a.spec)
+        if a.spec
+        else ModelSpec(
+            name=a.arch, version="random", source="torchvision", arch=a.arch, weights="IMAGENET1K_V1", pretrained=False
+        )
+    )
+    result = measure_limit(
+        spec,
+        make_jpeg(),
+        batch_sizes=tuple(int(b) for b in a.batch_sizes.split(",")),
+        seconds=a.seconds,
+        device=a.device,
+        precision=a.precision,
+        channels_last=a.channels_last,
+        torch_threads=a.threads,
+    )
+    print(json.dumps(result, indent=None if a.json else 1))
+
+
+if __name__ == "__main__":
+    main()
