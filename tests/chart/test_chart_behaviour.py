@@ -629,3 +629,13 @@ def test_notes_give_exact_port_forward_and_curl_commands(helm: str) -> None:
     assert "curl -s http://127.0.0.1:8000/health/ready" in notes
     assert "http://127.0.0.1:8000/api/v1/predict" in notes
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
+
+
+def test_render_does_not_depend_on_cluster_capabilities(helm: str) -> None:
+    # helm template and helm install must produce the same objects: no silent .Capabilities guessing.
+    files = [str(CHART / "ci" / "monitoring-values.yaml")]
+    base = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", files[0]]
+    plain = run_helm(*base)
+    with_apis = run_helm(*base, "--api-versions", "monitoring.coreos.com/v1", "--api-versions", "keda.sh/v1alpha1")
+    assert plain == with_apis
+    assert "kind: ServiceMonitor" in plain
