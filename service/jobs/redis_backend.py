@@ -32,6 +32,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -158,6 +160,10 @@ class RedisJobBackend(JobBackend):
             decode_responses=False,
             socket_connect_timeout=5,
             health_check_interval=30,
+            # Pooled connections die with a Redis restart; retrying reconnects instead of failing the call.
+            # A retried submit can enqueue a second entry for the same job id: harmless, the final write is once.
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         self._submit = self._redis.register_script(_SUBMIT)
         self._start = self._redis.register_script(_START)

@@ -1,0 +1,173 @@
+"""Redis-only semantics: reclaim after the visibility timeout, one final result, key expiry, size cap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from service.inference.errors import ImageTooLarge
+from service.jobs.base import JobRequest
+from service.jobs.redis_backend import GROUP, RedisJobBackend
+from tests.conftest import make_settings
+from tests.jobs.conftest import RedisServer
+from tests.jobs.test_backends import GatedRunner, Outcome, job, until_finished
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+        self.depths: list[int] = []
+
+    def job_finished(self, outcome: str, seconds: float) -> None:
+        self.finished.append(outcome)
+
+    def jobs_waiting(self, depth: int) -> None:
+        self.depths.append(depth)
+
+
+def backend(server: RedisServer, **overrides: object) -> RedisJobBackend:
+    options = {"concurrency": 1, "consume": True, "consumer": None, "observer": None}
+    settings_overrides = {k: v for k, v in overrides.items() if k not in options}
+    kwargs = {k: v for k, v in overrides.items() if k in options}
+    settings = make_settings(jobs_backend="redis", redis_url=server.url, **settings_overrides)
+    return RedisJobBackend(settings, **kwargs)  # type: ignore[arg-type]
+
+
+def events(server: RedisServer, job_id: str) -> list[str]:
+    with server.client() as client:
+        return [json.loads(f[b"record"])["status"] for _, f in client.xrange(f"ml-api:job:{job_id}:events")]
+
+
+async def test_a_stalled_workers_job_is_reclaimed_and_only_the_first_final_result_is_stored(
+    redis_server: RedisServer,
+) -> None:
+    counter = Counter()
+    # Worker A stalls (its runner never returns in time, and its long visibility means no claim refresh yet);
+    # worker B reclaims any entry idle over 0.3 s.
+    slow = GatedRunner()
+    stalled = backend(redis_server, job_visibility_timeout_s=600, consumer="worker-a", observer=counter)
+    rescuer = backend(redis_server, job_visibility_timeout_s=0.3, consumer="worker-b", observer=counter, consume=False)
+    await stalled.start(slow)
+    await rescuer.start(slow)
+    submitted = await rescuer.submit(job(image=b"abc"))
+    await slow.wait_started(1)
+
+    async def fast(job_id: str, request: JobRequest) -> Outcome:
+        return "completed", {"by": "worker-b"}, None
+
+    rescuer.consume = True
+    await rescuer.start(fast)
+    final = await until_finished(rescuer, submitted.job_id)
+    assert final.result == {"by": "worker-b"}
+
+    # A finally finishes too: its late result must not replace B's.
+    slow.release.set()
+    async with asyncio.timeout(10):
+        while counter.finished != ["completed"] or stalled._inflight:
+            await asyncio.sleep(0.02)
+    await stalled.close()
+    await rescuer.close()
+
+    assert counter.finished == ["completed"]  # one finished job counted, not two
+    with redis_server.client() as client:
+        stored = client.hgetall(f"ml-api:job:{submitted.job_id}")
+        assert json.loads(stored[b"record"])["result"] == {"by": "worker-b"}
+        assert stored[b"final"] == b"worker-b"
+        assert stored[b"worker"] == b"worker-b"
+        assert stored[b"attempts"] == b"2"
+        assert client.xlen("ml-api:jobs:stream") == 0
+        assert client.xpending("ml-api:jobs:stream", GROUP)["pending"] == 0
+    assert events(redis_server, submitted.job_id) == ["pending", "processing", "processing", "completed"]
+
+
+async def test_an_image_over_the_size_limit_is_rejected_before_anything_is_enqueued(
+    redis_server: RedisServer,
+) -> None:
+    runner = GatedRunner()
+    jobs = backend(redis_server, max_body_bytes=2048, consume=False)
+    await jobs.start(runner)
+    try:
+        with pytest.raises(ImageTooLarge) as refused:
+            await jobs.submit(job(image=b"x" * 2049), idempotency_key="too-big")
+        assert refused.value.code == "PAYLOAD_TOO_LARGE"
+        with redis_server.client() as client:
+            assert client.xlen("ml-api:jobs:stream") == 0
+            assert sorted(client.keys("*")) == [b"ml-api:jobs:stream"]
+        accepted = await jobs.submit(job(image=b"x" * 2048))
+        with redis_server.client() as client:
+            assert client.xlen("ml-api:jobs:stream") == 1
+            [(_, fields)] = client.xrange("ml-api:jobs:stream")
+            assert fields[b"job_id"] == accepted.job_id.encode()
+            assert fields[b"image"] == b"x" * 2048  # the image travels in the stream entry
+    finally:
+        await jobs.close()
+
+
+async def test_every_key_of_a_job_expires_ttl_after_its_last_change(redis_server: RedisServer) -> None:
+    runner = GatedRunner()
+    runner.release.set()
+    jobs = backend(redis_server, job_ttl_s=2)
+    await jobs.start(runner)
+    try:
+        submitted = await jobs.submit(job(), idempotency_key="expiring")
+        await until_finished(jobs, submitted.job_id)
+        keys = [f"ml-api:job:{submitted.job_id}", f"ml-api:job:{submitted.job_id}:events", "ml-api:idem:expiring"]
+        with redis_server.client() as client:
+            ttls = [client.pttl(key) for key in keys]
+            assert all(1000 < ttl <= 2000 for ttl in ttls), ttls
+        await asyncio.sleep(2.2)
+        with redis_server.client() as client:
+            assert client.exists(*keys) == 0
+        assert await jobs.get(submitted.job_id) is None
+    finally:
+        await jobs.close()
+
+
+async def test_queued_jobs_survive_a_redis_crash_with_aof(redis_server: RedisServer) -> None:
+    producer = backend(redis_server, consume=False)
+    await producer.start(GatedRunner())
+    submitted = [await producer.submit(job(image=bytes([i]) * 10)) for i in range(3)]
+    await producer.close()
+
+    redis_server.kill()  # SIGKILL: only the append-only file (fsync always) carries the jobs over
+    redis_server.start()
+
+    runner = GatedRunner()
+    runner.release.set()
+    consumer = backend(redis_server)
+    await consumer.start(runner)
+    try:
+        finals = [await until_finished(consumer, s.job_id) for s in submitted]
+        assert [f.result for f in finals] == [{"bytes": 10, "top_k": 3}] * 3
+        assert sorted(runner.started) == sorted(s.job_id for s in submitted)
+    finally:
+        await consumer.close()
+
+
+async def test_the_consumer_rides_out_a_redis_restart(redis_server: RedisServer) -> None:
+    runner = GatedRunner()
+    runner.release.set()
+    jobs = backend(redis_server)
+    await jobs.start(runner)
+    try:
+        first = await jobs.submit(job())
+        assert (await until_finished(jobs, first.job_id)).status == "completed"
+        redis_server.kill()
+        await asyncio.sleep(0.5)  # the consumer loop sees connection errors and backs off meanwhile
+        redis_server.start()
+        async with asyncio.timeout(15):
+            while True:
+                try:
+                    second = await jobs.submit(job())
+                    break
+                except (ConnectionError, OSError):
+                    await asyncio.sleep(0.1)
+        assert (await until_finished(jobs, second.job_id)).status == "completed"
+        # The job finished before the crash is still there: the AOF kept it.
+        assert (await jobs.get(first.job_id)).status == "completed"  # type: ignore[union-attr]
+    finally:
+        await jobs.close()
