@@ -1,0 +1,397 @@
+"""Static checks of the kind dev loop that run without a cluster: skaffold.yaml against the
+skaffold/v4beta14 schema, k8s/kind-config.yaml, the kind/kubectl/helm/skaffold calls that
+`make up/dev/port-forward/e2e/down` would make (printed by DRY_RUN=1), and the manifests the kind
+path applies (helm template with its values files, the GPU capacity patch) with kubernetes-validate."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.chart.helm import CRD_KINDS, helm_path, render, schemas_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+SKAFFOLD = ROOT / "skaffold.yaml"
+KIND_CONFIG = ROOT / "k8s" / "kind-config.yaml"
+E2E_DIR = ROOT / "k8s" / "e2e"
+VALUES_KIND = E2E_DIR / "values-kind.yaml"
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+K8S_VERSION = "1.32.0"
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def skaffold_schema() -> dict[str, Any]:
+    env = os.environ.get("ML_API_SCHEMAS_DIR")
+    candidates = [Path(env) / "skaffold" / "v4beta14.json"] if env else []
+    candidates.append(ROOT.parent / "shared" / "schemas" / "skaffold" / "v4beta14.json")
+    for path in candidates:
+        if path.is_file():
+            return json.loads(path.read_text())
+    pytest.skip("skaffold v4beta14 schema not found (../shared/schemas/skaffold or $ML_API_SCHEMAS_DIR/skaffold)")
+
+
+def apply_patches(doc: dict[str, Any], patches: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON-patch subset skaffold profiles here use: `add` to an object key or list end."""
+    out = copy.deepcopy(doc)
+    for patch in patches:
+        assert patch["op"] == "add", patch
+        *parents, last = patch["path"].lstrip("/").split("/")
+        node: Any = out
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if last == "-":
+            node.append(copy.deepcopy(patch["value"]))
+        else:
+            node[last] = copy.deepcopy(patch["value"])
+    return out
+
+
+# ---- skaffold.yaml -------------------------------------------------------------------------
+
+
+def test_skaffold_yaml_validates_against_v4beta14_and_the_schema_is_strict() -> None:
+    schema = skaffold_schema()
+    doc = load(SKAFFOLD)
+    assert doc["apiVersion"] == "skaffold/v4beta14"
+    jsonschema.validate(doc, schema)
+    # The check has teeth: a misspelt release field is rejected.
+    bad = copy.deepcopy(doc)
+    bad["deploy"]["helm"]["releases"][0]["valueFiles"] = ["x.yaml"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+@pytest.mark.parametrize("profile", ["gpu", "observability"])
+def test_each_profile_applied_still_validates(profile: str) -> None:
+    schema = skaffold_schema()
+    doc = load(SKAFFOLD)
+    (prof,) = [p for p in doc["profiles"] if p["name"] == profile]
+    patched = apply_patches({k: v for k, v in doc.items() if k != "profiles"}, prof["patches"])
+    jsonschema.validate(patched, schema)
+
+
+def test_skaffold_builds_locally_and_injects_the_image_through_set_value_templates() -> None:
+    doc = load(SKAFFOLD)
+    assert doc["build"]["local"]["push"] is False
+    (artifact,) = doc["build"]["artifacts"]
+    assert artifact["docker"]["dockerfile"] == "Dockerfile"
+    assert (ROOT / artifact.get("context", ".") / "Dockerfile").is_file() or not (ROOT / "Dockerfile").exists()
+    key = re.sub(r"[^A-Za-z0-9]", "_", artifact["image"])
+    assert key == "ml_api"
+    release = doc["deploy"]["helm"]["releases"][0]
+    assert release["chartPath"] == "charts/ml-api"
+    assert release["setValueTemplates"] == {
+        "image.repository": f"{{{{.IMAGE_REPO_{key}}}}}",
+        "image.tag": f"{{{{.IMAGE_TAG_{key}}}}}",
+    }
+    assert doc["deploy"]["kubeContext"] == "kind-ml-api"
+    for values in release["valuesFiles"]:
+        assert (ROOT / values).is_file(), values
+
+
+def test_no_image_pull_policy_always_anywhere_on_the_kind_path() -> None:
+    for path in [SKAFFOLD, *E2E_DIR.glob("*.yaml")]:
+        text = path.read_text()
+        assert not re.search(r"(?i)pullPolicy\W+Always", text), path
+    assert load(VALUES_KIND)["image"]["pullPolicy"] == "IfNotPresent"
+
+
+def test_skaffold_forwards_the_service_to_loopback_8000() -> None:
+    doc = load(SKAFFOLD)
+    expected = {
+        "resourceType": "service",
+        "resourceName": "ml-api",
+        "namespace": "ml-api",
+        "port": 8000,
+        "localPort": 8000,
+        "address": "127.0.0.1",
+    }
+    assert doc["portForward"] == [expected]
+    obs = next(p for p in doc["profiles"] if p["name"] == "observability")
+    assert expected in obs["portForward"]
+
+
+def test_profiles_add_their_values_and_hooks() -> None:
+    doc = load(SKAFFOLD)
+    profiles = {p["name"]: p for p in doc["profiles"]}
+    assert set(profiles) == {"gpu", "observability"}
+    for name, values in (("gpu", "k8s/e2e/values-gpu.yaml"), ("observability", "k8s/e2e/values-observability.yaml")):
+        patched = apply_patches({k: v for k, v in doc.items() if k != "profiles"}, profiles[name]["patches"])
+        release = patched["deploy"]["helm"]["releases"][0]
+        assert release["name"] == "ml-api"
+        assert release["valuesFiles"] == ["k8s/e2e/values-kind.yaml", values]
+        (hook,) = patched["deploy"]["helm"]["hooks"]["before"]
+        command = hook["host"]["command"]
+        assert command[0] == "k8s/e2e/cluster.sh" and os.access(ROOT / command[0], os.X_OK)
+        assert command[1:] == (["gpu-capacity", "add"] if name == "gpu" else ["observability"])
+
+
+# ---- kind config ---------------------------------------------------------------------------
+
+
+def test_kind_config_has_a_control_plane_a_cpu_worker_and_a_gpu_like_worker() -> None:
+    cfg = load(KIND_CONFIG)
+    assert (cfg["kind"], cfg["apiVersion"], cfg["name"]) == ("Cluster", "kind.x-k8s.io/v1alpha4", "ml-api")
+    roles = [n["role"] for n in cfg["nodes"]]
+    assert roles == ["control-plane", "worker", "worker"]
+    cpu, gpu = cfg["nodes"][1], cfg["nodes"][2]
+    assert "nvidia.com/gpu.present" not in cpu.get("labels", {})
+    assert "kubeadmConfigPatches" not in cpu
+    assert gpu["labels"]["nvidia.com/gpu.present"] == "true"
+    (patch,) = [yaml.safe_load(p) for p in gpu["kubeadmConfigPatches"]]
+    assert patch["kind"] == "JoinConfiguration"
+    assert patch["nodeRegistration"]["taints"] == [GPU_TAINT]
+
+
+def test_kind_port_mapping_is_loopback_only_and_matches_the_nodeport() -> None:
+    (mapping,) = load(KIND_CONFIG)["nodes"][0]["extraPortMappings"]
+    service = load(VALUES_KIND)["service"]
+    assert mapping["listenAddress"] == "127.0.0.1"
+    assert mapping["containerPort"] == mapping["hostPort"] == service["nodePort"] == 30800
+    assert service["type"] == "NodePort"
+
+
+# ---- the calls make would run --------------------------------------------------------------
+
+
+def make_dry(target: str, **env: str) -> list[str]:
+    """`make <target> DRY_RUN=1` (prerequisite installs skipped) -> the printed commands."""
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-o", "venv", "-o", "tools", target, "DRY_RUN=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+
+
+def argv(line: str) -> list[str]:
+    return shlex.split(line)
+
+
+def test_make_up_creates_builds_loads_and_installs_in_that_order() -> None:
+    calls = [argv(c) for c in make_dry("up")]
+    assert calls[0] == [
+        "kind",
+        "create",
+        "cluster",
+        "--name",
+        "ml-api",
+        "--config",
+        "k8s/kind-config.yaml",
+        "--wait",
+        "120s",
+    ]
+    assert calls[1][0].endswith("make") and calls[1][1:] == ["image", "IMAGE=ml-api:local"]
+    assert calls[2] == ["kind", "load", "docker-image", "ml-api:local", "--name", "ml-api"]
+    helm = calls[3]
+    assert helm[:5] == ["helm", "upgrade", "--install", "ml-api", "charts/ml-api"]
+    joined = " ".join(helm)
+    for part in (
+        "--kube-context kind-ml-api",
+        "--namespace ml-api --create-namespace",
+        "-f k8s/e2e/values-kind.yaml",
+        "--set image.repository=ml-api --set image.tag=local",
+        "--wait",
+    ):
+        assert part in joined, part
+    assert len(calls) == 4
+
+
+def test_make_up_prints_the_port_forward_command() -> None:
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-o", "venv", "-o", "tools", "up", "DRY_RUN=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (
+        "kubectl --context kind-ml-api -n ml-api port-forward svc/ml-api 8000:8000 --address 127.0.0.1" in proc.stdout
+    )
+
+
+def test_make_dev_port_forward_e2e_and_down_calls() -> None:
+    assert argv(make_dry("dev")[-1]) == ["skaffold", "dev", "--kube-context", "kind-ml-api", "--port-forward=user"]
+    assert argv(make_dry("dev", PROFILES="gpu,observability")[-1])[-2:] == ["--profile", "gpu,observability"]
+    assert argv(make_dry("port-forward")[-1]) == [
+        "kubectl", "--context", "kind-ml-api", "-n", "ml-api", "port-forward", "svc/ml-api", "8000:8000",
+        "--address", "127.0.0.1",
+    ]  # fmt: skip
+    e2e = argv(make_dry("e2e", E2E_TARGETS="")[-1])
+    assert e2e[:2] == ["env", "E2E_TARGETS=kind"] and e2e[-4:] == ["-m", "pytest", "-ra", "e2e"]
+    assert argv(make_dry("down")[-1]) == ["kind", "delete", "cluster", "--name", "ml-api"]
+
+
+def test_cluster_helpers_print_their_kubectl_and_helm_calls() -> None:
+    def dry(*args: str) -> list[list[str]]:
+        proc = subprocess.run(
+            [str(E2E_DIR / "cluster.sh"), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "DRY_RUN": "1"},
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return [argv(line[2:]) for line in proc.stdout.splitlines() if line.startswith("+ ")]
+
+    (patch,) = dry("gpu-capacity", "add")
+    assert patch == [
+        "kubectl", "--context", "kind-ml-api", "patch", "node/ml-api-worker2", "--subresource=status",
+        "--type=merge", "--patch-file", "k8s/e2e/gpu-node-capacity.yaml",
+    ]  # fmt: skip
+    (remove,) = dry("gpu-capacity", "remove")
+    assert json.loads(remove[-1]) == [
+        {"op": "remove", "path": "/status/capacity/nvidia.com~1gpu"},
+        {"op": "remove", "path": "/status/allocatable/nvidia.com~1gpu"},
+    ]
+    (metrics,) = dry("metrics-server")
+    assert metrics[:4] == ["helm", "upgrade", "--install", "metrics-server"]
+    assert "k8s/observability/metrics-server.yaml" in metrics
+    assert dry("observability") == [
+        ["kubectl", "config", "use-context", "kind-ml-api"],
+        ["make", "--no-print-directory", "observability"],
+    ]
+
+
+def test_missing_tools_are_named_with_how_to_install_them(tmp_path: Path) -> None:
+    # A PATH with only what the script itself needs: kind and skaffold are certainly absent.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("bash", "dirname", "env"):
+        (bindir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+    proc = subprocess.run(
+        [str(bindir / "bash"), str(E2E_DIR / "cluster.sh"), "down"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(bindir)},
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "kind: not on PATH; install: kind >= 0.24: 'go install sigs.k8s.io/kind@latest'" in proc.stderr
+    assert "+ kind delete" not in proc.stdout
+
+
+def test_quick_start_lists_exactly_existing_make_targets() -> None:
+    doc = (ROOT / "docs" / "devloop.md").read_text()
+    section = doc.split("## Quick start on kind", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)\n```", section, re.S)
+    assert block
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["make tools", "make up", "make port-forward", "make e2e", "make down"]
+    for command in commands:
+        # -n: print, never run; a missing target fails with "No rule to make target".
+        proc = subprocess.run([*command.split(), "-n"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{command}: {proc.stderr}"
+
+
+# ---- manifests the kind path applies -------------------------------------------------------
+
+
+def validate(docs: list[dict[str, Any]]) -> list[str]:
+    errors = []
+    crds = schemas_dir()
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata'].get('name', '')}"
+        key = (doc["apiVersion"], doc["kind"])
+        try:
+            if key in CRD_KINDS:
+                if crds is None:
+                    continue
+                # Draft 7 as the chart's own CRD checks: these schemas are not valid 2020-12 (regex flags).
+                jsonschema.Draft7Validator(json.loads((crds / CRD_KINDS[key]).read_text())).validate(doc)
+            else:
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as e:
+            errors.append(f"{where}: {e.message}")
+    return errors
+
+
+KIND_SETS = ["image.repository=ml-api", "image.tag=local"]
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    path = helm_path()
+    if path is None:
+        pytest.skip("helm not installed (make tools)")
+    return path
+
+
+@pytest.mark.helm
+@pytest.mark.parametrize("extra", [[], ["values-gpu.yaml"], ["values-hpa.yaml"], ["values-observability.yaml"]])
+def test_rendered_kind_manifests_validate(helm: str, extra: list[str]) -> None:
+    files = [VALUES_KIND, *(E2E_DIR / f for f in extra)]
+    docs = render(files, KIND_SETS)
+    assert validate(docs) == []
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    container = next(c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == "ml-api")
+    assert container["image"] == "ml-api:local"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+@pytest.mark.helm
+def test_kind_service_is_the_nodeport_the_cluster_maps(helm: str) -> None:
+    docs = render([VALUES_KIND], KIND_SETS)
+    service = next(d for d in docs if d["kind"] == "Service")
+    (port,) = service["spec"]["ports"]
+    assert service["spec"]["type"] == "NodePort"
+    assert (port["port"], port["nodePort"]) == (8000, 30800)
+
+
+@pytest.mark.helm
+def test_gpu_values_target_exactly_the_gpu_like_kind_worker(helm: str) -> None:
+    docs = render([VALUES_KIND, E2E_DIR / "values-gpu.yaml"], KIND_SETS)
+    spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = next(c for c in spec["containers"] if c["name"] == "ml-api")
+    assert container["resources"]["limits"]["nvidia.com/gpu"] in (1, "1")
+    gpu_node = load(KIND_CONFIG)["nodes"][2]
+    for key, value in spec["nodeSelector"].items():
+        assert gpu_node["labels"][key] == value
+    taint = GPU_TAINT
+    assert any(
+        t.get("key") == taint["key"]
+        and t.get("effect") == taint["effect"]
+        and (t.get("operator") == "Exists" or t.get("value") == taint["value"])
+        for t in spec["tolerations"]
+    )
+    # kind has no NVIDIA runtime: a RuntimeClass would make the pod unstartable there.
+    assert "runtimeClassName" not in spec
+
+
+@pytest.mark.helm
+def test_hpa_values_render_an_hpa_with_short_windows(helm: str) -> None:
+    docs = render([VALUES_KIND, E2E_DIR / "values-hpa.yaml"], KIND_SETS)
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+
+
+def test_gpu_capacity_patch_is_a_valid_node_status() -> None:
+    patch = load(E2E_DIR / "gpu-node-capacity.yaml")
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "ml-api-worker2"}, **patch}
+    kubernetes_validate.validate(node, K8S_VERSION, strict=True)
+    assert patch["status"] == {"capacity": {"nvidia.com/gpu": "1"}, "allocatable": {"nvidia.com/gpu": "1"}}
