@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import socket
 import subprocess
 import time
@@ -49,10 +48,11 @@ def unavailable_reason() -> str | None:
     )
     if proc.returncode == 0:
         return None
+    missing = [line.strip().removeprefix("- ") for line in proc.stderr.splitlines() if line.startswith("  - ")]
     return (
-        "kind target needs a kind cluster, which cannot be created here: "
-        + " ".join(proc.stderr.split())
-        + " (kind also pulls its node image kindest/node from a registry)"
+        "kind target: no kind cluster can be created here ("
+        + "; ".join(missing or [proc.stderr.strip()])
+        + "; kind also pulls its node image kindest/node from a registry)"
     )
 
 
@@ -211,6 +211,3 @@ def wait_for(predicate: Any, timeout_s: float, interval_s: float = 2.0, what: st
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
-
-
-TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
