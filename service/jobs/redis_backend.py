@@ -106,6 +106,29 @@ for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
 return 1
 """
 
+# Hands a job this process will not run (it is draining) back to the queue at once, instead of leaving
+# it for reclaim after the visibility timeout: a fresh entry replaces the delivered one.
+# KEYS: stream, job hash, job events, [idempotency key]
+# ARGV: group, delivered entry id, pending record JSON, ttl_ms, then the entry's field/value pairs.
+# Returns 1 when handed back, 0 when the job already has its final result or expired.
+_RELEASE = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+local status = redis.call('HGET', KEYS[2], 'status')
+if not status or status == 'completed' or status == 'failed' then return 0 end
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[1], '*', unpack(fields))
+if status == 'processing' then
+  redis.call('HSET', KEYS[2], 'status', 'pending', 'record', ARGV[3])
+  redis.call('HINCRBY', KEYS[2], 'attempts', -1)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 32, '*', 'record', ARGV[3])
+end
+local ttl = tonumber(ARGV[4])
+for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+return 1
+"""
+
 # The current record and the id of the last event, read atomically: watch() continues after that id.
 # KEYS: job hash, job events
 _SNAPSHOT = """
@@ -116,6 +139,10 @@ local id = '0-0'
 if #last > 0 then id = last[1][1] end
 return {record, id}
 """
+
+
+def _flatten(fields: dict[bytes, bytes]) -> list[bytes]:
+    return [item for pair in fields.items() for item in pair]
 
 
 def consumer_name() -> str:
@@ -169,10 +196,13 @@ class RedisJobBackend(JobBackend):
         self._start = self._redis.register_script(_START)
         self._finish = self._redis.register_script(_FINISH)
         self._snapshot = self._redis.register_script(_SNAPSHOT)
+        self._release = self._redis.register_script(_RELEASE)
         self._runner: JobRunner | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Set once the pipeline refuses work (this process is draining): take no more jobs.
+        self._paused = False
         self._claim_cursor = "0-0"
 
     # keys
@@ -300,6 +330,9 @@ class RedisJobBackend(JobBackend):
         reclaim_every = max(0.2, min(self.visibility_s / 2, 5.0))
         block_ms = int(max(100, min(reclaim_every, 1.0) * 1000))
         while not self._stopping:
+            if self._paused:
+                await asyncio.sleep(block_ms / 1000)
+                continue
             try:
                 free = self.concurrency - len(self._inflight)
                 if free <= 0:
@@ -386,6 +419,9 @@ class RedisJobBackend(JobBackend):
         idem = await self._redis.hget(keys[0], "idem")
         if idem:
             keys.append(idem.decode())
+        if self._paused:  # delivered by a read that was already waiting when draining began
+            await self._hand_back(entry_id, job_id, fields, keys, created_at)
+            return
         processing = JobRecord(job_id=job_id, status="processing", created_at=created_at)
         attempts = await self._start(
             keys=keys, args=[json.dumps(processing.as_dict()), self.consumer, self.ttl_ms, MAX_ATTEMPTS]
@@ -408,8 +444,21 @@ class RedisJobBackend(JobBackend):
         finally:
             heartbeat.cancel()
         if status == "failed" and error is not None and error.get("error") == "SHUTTING_DOWN":
-            return  # this process is draining, not the job's fault: another replica will run it
+            # This process is draining, not the job's fault: stop taking jobs and let another replica run it now.
+            self._paused = True
+            await self._hand_back(entry_id, job_id, fields, keys, created_at)
+            return
         await self._complete(entry_id, job_id, keys, created_at, status, result, error)
+
+    async def _hand_back(
+        self, entry_id: bytes, job_id: str, fields: dict[bytes, bytes], keys: list[str], created_at: float
+    ) -> None:
+        pending = JobRecord(job_id=job_id, status="pending", created_at=created_at)
+        released = await self._release(
+            keys=[self.stream, *keys],
+            args=[GROUP, entry_id, json.dumps(pending.as_dict()), self.ttl_ms, *_flatten(fields)],
+        )
+        log.info("draining: handed job %s back to the queue (%s)", job_id, "ok" if released else "already final")
 
     async def _complete(
         self,

@@ -171,3 +171,36 @@ async def test_the_consumer_rides_out_a_redis_restart(redis_server: RedisServer)
         assert (await jobs.get(first.job_id)).status == "completed"  # type: ignore[union-attr]
     finally:
         await jobs.close()
+
+
+async def test_a_draining_worker_hands_its_job_back_and_another_runs_it_without_waiting_for_reclaim(
+    redis_server: RedisServer,
+) -> None:
+    async def draining(job_id: str, request: JobRequest) -> Outcome:
+        # What the pipeline answers once this process is shutting down.
+        return "failed", None, {"error": "SHUTTING_DOWN", "message": "the server is shutting down"}
+
+    leaving = backend(redis_server, consumer="leaving")
+    await leaving.start(draining)
+    submitted = await leaving.submit(job(image=b"handed-back"))
+    async with asyncio.timeout(10):
+        while events(redis_server, submitted.job_id) != ["pending", "processing", "pending"]:
+            await asyncio.sleep(0.01)
+    with redis_server.client() as client:
+        assert client.xlen("ml-api:jobs:stream") == 1
+        assert client.xpending("ml-api:jobs:stream", GROUP)["pending"] == 0
+        assert client.hget(f"ml-api:job:{submitted.job_id}", "attempts") == b"0"
+    assert (await leaving.get(submitted.job_id)).status == "pending"  # type: ignore[union-attr]
+
+    runner = GatedRunner()
+    runner.release.set()
+    # The visibility timeout is long: only the hand-back (not a reclaim) can get the job to this worker in time.
+    staying = backend(redis_server, consumer="staying", job_visibility_timeout_s=600)
+    await staying.start(runner)
+    try:
+        final = await until_finished(staying, submitted.job_id, timeout=5)
+        assert final.result == {"bytes": len(b"handed-back"), "top_k": 3}
+        assert runner.started == [submitted.job_id]  # the draining worker took no further job
+    finally:
+        await staying.close()
+        await leaving.close()
