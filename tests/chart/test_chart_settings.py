@@ -1,0 +1,110 @@
+"""The environment the chart gives the container is accepted by the service itself: every case's
+ConfigMap and env parse with `service.settings.Settings`, and the helm test script passes against a
+real server started with the chart's settings."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from typing import Any
+
+import pytest
+
+from service.settings import Settings
+from tests.chart.helm import FULLNAME, CaseDocs, ci_cases, env_of, main_container, one
+from tests.conftest import live_server
+
+pytestmark = pytest.mark.helm
+
+# Stand-ins for the existing Secrets and downward-API fields the kubelet would resolve.
+SECRETS = {
+    ("ml-api-keys", "api-keys"): '["chart-test-key"]',
+    ("ml-api-redis", "redis-url"): "redis://127.0.0.1:6379/0",
+}
+FIELDS = {"metadata.name": f"{FULLNAME}-abc12-xyz34", "metadata.namespace": "ml"}
+
+
+def container_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The env the kubelet would build: envFrom ConfigMap first, then env entries with $(VAR) expansion."""
+    c = main_container(docs)
+    env: dict[str, str] = {}
+    for source in c.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        env.update(one(docs, "ConfigMap", name)["data"])
+    for entry in c.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), entry["value"]
+            )
+        elif "secretKeyRef" in entry["valueFrom"]:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = SECRETS[(ref["name"], ref["key"])]
+        else:
+            env[entry["name"]] = FIELDS[entry["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+@pytest.mark.parametrize("case", list(ci_cases()))
+def test_service_accepts_the_rendered_settings(case_docs: CaseDocs, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = container_env(case_docs(case))
+    for key in [k for k in os.environ if k.startswith("ML_API_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.port == 8000
+    assert settings.max_batch_size == int(env["ML_API_MAX_BATCH_SIZE"])
+    assert settings.torch_threads == int(env["ML_API_TORCH_THREADS"])
+    assert settings.shutdown_grace_s == float(env["ML_API_SHUTDOWN_GRACE_S"])
+    assert [m.name for m in settings.models]  # at least one model, default among them
+    assert settings.default_model in {m.name for m in settings.models}
+    if "ML_API_API_KEYS" in env:
+        assert [k.get_secret_value() for k in settings.api_keys] == ["chart-test-key"]
+    if settings.jobs_backend == "redis":
+        assert settings.redis_url is not None
+        assert settings.rate_limit_storage_uri == settings.redis_url.get_secret_value()
+
+
+@pytest.mark.slow
+def test_helm_test_script_passes_against_a_server_with_the_chart_settings(case_docs: CaseDocs) -> None:
+    """Runs the hook pod's own shell script (with the local sh and curl) against `python -m service`
+    configured from the hardened case: auth on, so the script must find and send the API key."""
+    docs = case_docs("hardened")
+    env = {k: v for k, v in container_env(docs).items() if k.startswith("ML_API_")}
+    env.pop("ML_API_HOST")
+    env.pop("ML_API_PORT")
+    pod = one(docs, "Pod")
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["/bin/sh", "-ec"]
+    script = container["args"][0]
+    test_env = {e["name"]: e for e in container["env"]}
+    api_keys_ref = test_env["API_KEYS"]["valueFrom"]["secretKeyRef"]
+    with live_server(env=env) as base:
+        proc = subprocess.run(
+            ["/bin/sh", "-ec", script],
+            env={
+                "PATH": "/usr/bin:/bin",
+                "BASE_URL": base,
+                "IMAGE_B64": test_env["IMAGE_B64"]["value"],
+                "API_KEYS": SECRETS[(api_keys_ref["name"], api_keys_ref["key"])],
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "ok: prediction returned" in proc.stdout
+        # Without the key the same script must fail: auth is really on.
+        denied = subprocess.run(
+            ["/bin/sh", "-ec", script],
+            env={"PATH": "/usr/bin:/bin", "BASE_URL": base, "IMAGE_B64": test_env["IMAGE_B64"]["value"]},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert denied.returncode != 0
+        assert "401" in denied.stderr
+    assert env_of(main_container(docs))["ML_API_API_KEYS"]["valueFrom"]["secretKeyRef"] == api_keys_ref
