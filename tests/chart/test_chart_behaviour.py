@@ -495,6 +495,22 @@ def test_one_dashboard_configmap_per_json_file(case_docs: CaseDocs) -> None:
         assert cm["metadata"]["annotations"]["grafana_folder"] == "Serving"
 
 
+def test_grafana_operator_dashboards_reference_the_configmaps(case_docs: CaseDocs) -> None:
+    files = sorted((CHART / "dashboards").glob("*.json"))
+    if not files:
+        pytest.skip("charts/ml-api/dashboards/*.json not generated yet (make dashboards)")
+    docs = case_docs("monitoring")
+    crs = find(docs, "GrafanaDashboard")
+    assert len(crs) == len(files)
+    configmaps = {cm["metadata"]["name"]: cm for cm in _dashboard_configmaps(docs)}
+    for cr in crs:
+        ref = cr["spec"]["configMapRef"]
+        assert ref["key"] in configmaps[ref["name"]]["data"]
+        assert cr["spec"]["instanceSelector"] == {"matchLabels": {"dashboards": "grafana"}}
+        assert cr["spec"]["folder"] == "Serving"
+    assert not find(case_docs("default"), "GrafanaDashboard")
+
+
 def test_dashboard_label_folder_and_files_are_configurable(helm: str, chart_copy: Path) -> None:
     dash_dir = chart_copy / "dashboards"
     for old in dash_dir.glob("*.json"):

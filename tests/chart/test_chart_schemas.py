@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import all_versions
 
-from tests.chart.helm import CRD_KINDS, CaseDocs, ci_cases, render, schemas_dir
+from tests.chart.helm import CHART, CRD_KINDS, CaseDocs, ci_cases, render, schemas_dir
 
 pytestmark = pytest.mark.helm
 
@@ -110,6 +110,8 @@ def test_every_crd_kind_is_rendered_by_some_case(case_docs: CaseDocs) -> None:
         ("monitoring.coreos.com/v1", "PrometheusRule"),
         ("keda.sh/v1alpha1", "ScaledObject"),
     }
+    if list((CHART / "dashboards").glob("*.json")):
+        expected.add(("grafana.integreatly.org/v1beta1", "GrafanaDashboard"))
     assert expected <= kinds
 
 
