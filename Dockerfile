@@ -63,10 +63,19 @@ RUN --mount=type=secret,id=ca \
     && /opt/venv/bin/python -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 # ---------------------------------------------------------------------------------------------
-# deps: every other runtime dependency, read from pyproject.toml alone so that editing the code
-# does not reinstall them.
+# requirements: the runtime dependency list alone, taken out of pyproject.toml. The deps stage
+# copies only this file, and COPY --from is keyed on content, so editing other parts of
+# pyproject.toml (dev tools, ruff settings) does not reinstall the dependencies.
+FROM venv AS requirements
+COPY pyproject.toml /src/
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        >requirements.txt
+
+# ---------------------------------------------------------------------------------------------
+# deps: every other runtime dependency, so that editing the code does not reinstall them.
 FROM torch AS deps
-COPY pyproject.toml build/image/constraints.tx[t] /src/
+COPY --from=requirements /src/requirements.txt /src/
+COPY build/image/constraints.tx[t] /src/
 RUN --mount=type=secret,id=ca \
     --mount=type=secret,id=pipconf \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
@@ -74,9 +83,7 @@ RUN --mount=type=secret,id=ca \
     [ -n "${PIP_INDEX_URL:-}" ] || unset PIP_INDEX_URL; \
     [ -n "${PIP_EXTRA_INDEX_URL:-}" ] || unset PIP_EXTRA_INDEX_URL; \
     c=; [ -f constraints.txt ] && c=constraints.txt; \
-    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        >requirements.txt \
-    && /opt/venv/bin/pip install ${c:+-c "$c"} -r requirements.txt \
+    /opt/venv/bin/pip install ${c:+-c "$c"} -r requirements.txt \
     && /opt/venv/bin/pip check
 
 # ---------------------------------------------------------------------------------------------
