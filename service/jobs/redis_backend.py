@@ -218,7 +218,11 @@ class RedisJobBackend(JobBackend):
     # lifecycle
     async def start(self, runner: JobRunner) -> None:
         self._runner = runner
-        await self._ensure_group()
+        try:
+            await self._ensure_group()
+        except _TRANSIENT as exc:
+            # Start anyway: the consumer loop and submit create the group once Redis answers.
+            log.warning("Redis unreachable at start-up (%s); jobs wait until it answers", exc)
         if self.consume:
             self._loop_task = asyncio.create_task(self._consume_loop(), name="redis-job-consumer")
 
@@ -267,6 +271,9 @@ class RedisJobBackend(JobBackend):
         for attempt in range(3):
             try:
                 kind, value = await self._submit(keys=keys, args=args)
+            except _TRANSIENT as exc:
+                # 503 with Retry-After tells clients to come back; a 500 would read as a bug.
+                raise Overloaded("the job store is unreachable", retry_after=1) from exc
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc) or attempt == 2:
                     raise
@@ -287,7 +294,10 @@ class RedisJobBackend(JobBackend):
         raise Overloaded("could not enqueue the job", retry_after=1)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        raw = await self._redis.hget(self._job_key(job_id), "record")
+        try:
+            raw = await self._redis.hget(self._job_key(job_id), "record")
+        except _TRANSIENT as exc:
+            raise Overloaded("the job store is unreachable", retry_after=1) from exc
         return None if raw is None else _record(raw)
 
     async def watch(self, job_id: str) -> AsyncIterator[JobRecord]:
