@@ -89,7 +89,9 @@ def test_skaffold_builds_locally_and_injects_the_image_through_set_value_templat
     assert doc["build"]["local"]["push"] is False
     (artifact,) = doc["build"]["artifacts"]
     assert artifact["docker"]["dockerfile"] == "Dockerfile"
-    assert (ROOT / artifact.get("context", ".") / "Dockerfile").is_file() or not (ROOT / "Dockerfile").exists()
+    assert doc["build"]["local"]["useBuildkit"] is True  # the Dockerfile uses RUN --mount
+    dockerfile = (ROOT / artifact.get("context", ".") / artifact["docker"]["dockerfile"]).read_text()
+    assert re.search(rf"^FROM \S+ AS {artifact['docker']['target']}$", dockerfile, re.M)
     key = re.sub(r"[^A-Za-z0-9]", "_", artifact["image"])
     assert key == "ml_api"
     release = doc["deploy"]["helm"]["releases"][0]
