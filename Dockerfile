@@ -91,17 +91,18 @@ RUN --mount=type=secret,id=ca \
 # it as a small layer of its own instead of a new multi-GB venv layer per code change.
 FROM deps AS app
 ARG SETUPTOOLS_VERSION=84.2.1
-COPY pyproject.toml README.md /src/
-COPY service /src/service
+# The build backend, in a layer of its own before the sources so that code changes reuse it;
+# --no-build-isolation below then needs no download per build.
 RUN --mount=type=secret,id=ca \
     --mount=type=secret,id=pipconf \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
     if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
     [ -n "${PIP_INDEX_URL:-}" ] || unset PIP_INDEX_URL; \
     [ -n "${PIP_EXTRA_INDEX_URL:-}" ] || unset PIP_EXTRA_INDEX_URL; \
-    # --no-build-isolation: setuptools comes from the venv below, not a fresh download per build.
-    /opt/venv/bin/pip install "setuptools==${SETUPTOOLS_VERSION}" \
-    && /opt/venv/bin/pip install --no-deps --no-build-isolation --target /opt/app /src \
+    /opt/venv/bin/pip install "setuptools==${SETUPTOOLS_VERSION}"
+COPY pyproject.toml README.md /src/
+COPY service /src/service
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation --target /opt/app /src \
     && rm -rf /opt/app/bin
 
 # ---------------------------------------------------------------------------------------------
