@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SH = REPO / "k8s" / "e2e" / "cluster.sh"
 TOOLS_BIN = REPO / ".tools" / "bin"
@@ -75,9 +77,12 @@ class PortForward:
     def _alive(self) -> bool:
         if self._proc is None or self._proc.poll() is not None:
             return False
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.local_port), timeout=2):
-            return True
-        return False
+        # The listener can outlive the pod it forwards to, so ask for an HTTP answer (any status).
+        try:
+            httpx.get(self.base_url + "/", timeout=3)
+        except httpx.HTTPError:
+            return False
+        return True
 
     def ensure(self, timeout_s: float = 60.0) -> None:
         if self._alive():
