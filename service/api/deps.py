@@ -41,3 +41,14 @@ VersionQuery = Annotated[
     str | None, Query(max_length=64, pattern=_NAME, description="model version; traffic split if unset")
 ]
 TopKQuery = Annotated[int, Query(ge=1, le=20)]
+
+
+class ModelSelection:
+    """The ``model`` / ``model_version`` query parameters every predict-like route takes."""
+
+    def __init__(self, model: ModelQuery = None, model_version: VersionQuery = None) -> None:
+        self.model = model
+        self.version = model_version
+
+
+SelectionDep = Annotated[ModelSelection, Depends()]

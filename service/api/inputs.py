@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import AsyncIterator
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -55,15 +56,20 @@ class ImageReader:
         )
 
     async def _read_raw(self, request: Request) -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
+        data = await self._collect(request.stream(), "the upload")
+        if not data:
+            raise InvalidImage("the request body is empty")
+        return data
+
+    async def _collect(self, chunks: AsyncIterator[bytes], what: str) -> bytes:
+        """Join ``chunks``, refusing as soon as they pass the byte limit (not after reading it all)."""
+        parts, size = [], 0
+        async for chunk in chunks:
             size += len(chunk)
             if size > self.max_bytes:
-                raise ImageTooLarge(f"the upload is over {self.max_bytes} bytes")
-            chunks.append(chunk)
-        if not size:
-            raise InvalidImage("the request body is empty")
-        return b"".join(chunks)
+                raise ImageTooLarge(f"{what} is over {self.max_bytes} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def _read_multipart(self, request: Request) -> bytes:
         try:
@@ -83,14 +89,14 @@ class ImageReader:
                     "multipart body needs a file field named 'file'",
                     details=[{"loc": ["body", "file"], "msg": "Field required", "type": "missing"}],
                 )
-            chunks, size = [], 0
-            while chunk := await upload.read(_UPLOAD_CHUNK):
-                size += len(chunk)
-                if size > self.max_bytes:
-                    raise ImageTooLarge(f"the upload is over {self.max_bytes} bytes")
-                chunks.append(chunk)
-            if not size:
+            data = await self._collect(_read_chunks(upload), "the upload")
+            if not data:
                 raise InvalidImage("the uploaded file is empty")
-            return b"".join(chunks)
+            return data
         finally:
             await form.close()
+
+
+async def _read_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(_UPLOAD_CHUNK):
+        yield chunk

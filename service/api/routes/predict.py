@@ -7,24 +7,25 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Header, Request, status
 from sse_starlette import EventSourceResponse
 
-from service.api.deps import JobsDep, ModelQuery, PipelineDep, ReaderDep, SettingsDep, TopKQuery, VersionQuery
+from service.api.deps import JobsDep, PipelineDep, ReaderDep, SelectionDep, SettingsDep, TopKQuery
 from service.api.errors import PREDICT_ERRORS, ApiError, error_from_inference
 from service.api.schemas import (
     BatchRequest,
     BatchResponse,
     EmbedRequest,
     EmbedResponse,
-    ErrorBody,
+    ImageInput,
     JobAccepted,
     PredictionRequest,
     PredictionResponse,
 )
 from service.inference.errors import InferenceError
 from service.inference.model import ItemResult
-from service.inference.pipeline import BatchResult
+from service.inference.pipeline import BatchResult, InferencePipeline
 from service.jobs.base import JobRequest
 
 router = APIRouter(prefix="/api/v1", tags=["predict"], responses=PREDICT_ERRORS)
@@ -44,44 +45,38 @@ _UPLOAD_BODY = {
         },
     }
 }
-
-
-def _request_id(request: Request) -> str:
-    from asgi_correlation_id import correlation_id
-
-    return correlation_id.get() or ""
+_SSE_RESPONSE = {"content": {"text/event-stream": {}}}
 
 
 def _note_model(request: Request, name: str, version: str) -> None:
+    """Model and version for this request's access-log line."""
     request.scope.setdefault("state", {}).update(model=name, model_version=version)
 
 
-def _prediction(result: ItemResult, batch: BatchResult, request_id: str) -> dict[str, Any]:
-    return batch.prediction_payload(result, request_id)
-
-
-async def _classify_one(
-    request: Request, pipeline: PipelineDep, data: bytes, model: str | None, version: str | None, top_k: int
-) -> dict[str, Any]:
-    batch = await pipeline.classify([data], model=model, version=version, top_k=top_k)
+async def _classify_single(
+    request: Request,
+    pipeline: InferencePipeline,
+    data: bytes,
+    selection: SelectionDep,
+    *,
+    top_k: int,
+    embed: bool = False,
+) -> tuple[ItemResult, BatchResult]:
+    """Classify one image; its error, if any, becomes the response's error."""
+    batch = await pipeline.classify([data], model=selection.model, version=selection.version, top_k=top_k, embed=embed)
     _note_model(request, batch.model_name, batch.model_version)
     outcome = batch.outcomes[0]
     if isinstance(outcome, InferenceError):
         raise outcome
-    return _prediction(outcome, batch, _request_id(request))
+    return outcome, batch
 
 
 @router.post("/predict", response_model=PredictionResponse, summary="Classify one image (URL or base64)")
 async def predict(
-    body: PredictionRequest,
-    request: Request,
-    pipeline: PipelineDep,
-    reader: ReaderDep,
-    model: ModelQuery = None,
-    model_version: VersionQuery = None,
+    body: PredictionRequest, request: Request, pipeline: PipelineDep, reader: ReaderDep, selection: SelectionDep
 ) -> dict[str, Any]:
-    data = await reader.read(body)
-    return await _classify_one(request, pipeline, data, model, model_version, body.top_k)
+    result, batch = await _classify_single(request, pipeline, await reader.read(body), selection, top_k=body.top_k)
+    return batch.prediction_payload(result, correlation_id.get() or "")
 
 
 @router.post(
@@ -91,15 +86,11 @@ async def predict(
     openapi_extra=_UPLOAD_BODY,
 )
 async def predict_upload(
-    request: Request,
-    pipeline: PipelineDep,
-    reader: ReaderDep,
-    model: ModelQuery = None,
-    model_version: VersionQuery = None,
-    top_k: TopKQuery = 5,
+    request: Request, pipeline: PipelineDep, reader: ReaderDep, selection: SelectionDep, top_k: TopKQuery = 5
 ) -> dict[str, Any]:
     data = await reader.read_upload(request)
-    return await _classify_one(request, pipeline, data, model, model_version, top_k)
+    result, batch = await _classify_single(request, pipeline, data, selection, top_k=top_k)
+    return batch.prediction_payload(result, correlation_id.get() or "")
 
 
 def _check_batch_size(body: BatchRequest, max_items: int) -> None:
@@ -111,14 +102,11 @@ def _check_batch_size(body: BatchRequest, max_items: int) -> None:
         )
 
 
-async def _read_all(reader: ReaderDep, body: BatchRequest) -> list[bytes | InferenceError]:
-    async def one(source: Any) -> bytes | InferenceError:
-        try:
-            return await reader.read(source)
-        except InferenceError as exc:
-            return exc
-
-    return list(await asyncio.gather(*(one(s) for s in body.images)))
+async def _read_or_error(reader: ReaderDep, source: ImageInput) -> bytes | InferenceError:
+    try:
+        return await reader.read(source)
+    except InferenceError as exc:
+        return exc
 
 
 @router.post("/predict/batch", response_model=BatchResponse, summary="Classify several images, one result each")
@@ -128,17 +116,16 @@ async def predict_batch(
     pipeline: PipelineDep,
     reader: ReaderDep,
     settings: SettingsDep,
-    model: ModelQuery = None,
-    model_version: VersionQuery = None,
+    selection: SelectionDep,
 ) -> dict[str, Any]:
     _check_batch_size(body, settings.max_batch_items)
-    read = await _read_all(reader, body)
-    images = [r for r in read if isinstance(r, bytes)]
-    name, version = pipeline.registry.resolve(model, model_version)
+    read = await asyncio.gather(*(_read_or_error(reader, source) for source in body.images))
+    name, version = pipeline.registry.resolve(selection.model, selection.version)
     _note_model(request, name, version)
+    images = [item for item in read if isinstance(item, bytes)]
     batch = await pipeline.classify(images, model=name, version=version, top_k=body.top_k) if images else None
     classified = iter(batch.outcomes if batch else [])
-    request_id, path = _request_id(request), request.url.path
+    request_id, path = correlation_id.get() or "", request.url.path
     results: list[dict[str, Any]] = []
     for item in read:
         outcome = next(classified) if isinstance(item, bytes) else item
@@ -146,7 +133,7 @@ async def predict_batch(
             results.append(error_from_inference(outcome, path))
         else:
             assert batch is not None
-            results.append(_prediction(outcome, batch, request_id))
+            results.append(batch.prediction_payload(outcome, request_id))
     return {"results": results}
 
 
@@ -154,7 +141,7 @@ async def predict_batch(
     "/predict/stream",
     summary="Classify several images, streaming one Server-Sent Event per image as it completes",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "one data: event per image, then [DONE]"}},
+    responses={200: {**_SSE_RESPONSE, "description": "one data: event per image, then data: [DONE]"}},
 )
 async def predict_stream(
     body: BatchRequest,
@@ -162,24 +149,23 @@ async def predict_stream(
     pipeline: PipelineDep,
     reader: ReaderDep,
     settings: SettingsDep,
-    model: ModelQuery = None,
-    model_version: VersionQuery = None,
+    selection: SelectionDep,
 ) -> EventSourceResponse:
     _check_batch_size(body, settings.max_batch_items)
     # Resolve and load before the stream starts, so an unknown model is a plain 404.
-    name, version = pipeline.registry.resolve(model, model_version)
+    name, version = pipeline.registry.resolve(selection.model, selection.version)
     await pipeline.registry.get(name, version)
     _note_model(request, name, version)
-    request_id, path, deadline = _request_id(request), request.url.path, pipeline.deadline()
+    request_id, path, deadline = correlation_id.get() or "", request.url.path, pipeline.deadline()
 
-    async def one(index: int, source: Any) -> dict[str, Any]:
+    async def one(index: int, source: ImageInput) -> dict[str, Any]:
         try:
             data = await reader.read(source)
             batch = await pipeline.classify([data], model=name, version=version, top_k=body.top_k, deadline=deadline)
             outcome = batch.outcomes[0]
             if isinstance(outcome, InferenceError):
                 raise outcome
-            return {"index": index, **_prediction(outcome, batch, request_id)}
+            return {"index": index, **batch.prediction_payload(outcome, request_id)}
         except InferenceError as exc:
             return {"index": index, "error": error_from_inference(exc, path)}
 
@@ -190,7 +176,7 @@ async def predict_stream(
                 yield {"data": json.dumps(await finished)}
             yield {"data": "[DONE]"}
         finally:
-            for task in tasks:
+            for task in tasks:  # the client went away: stop the work it no longer wants
                 task.cancel()
 
     return EventSourceResponse(events(), ping=15)
@@ -208,17 +194,19 @@ async def predict_async(
     pipeline: PipelineDep,
     reader: ReaderDep,
     jobs: JobsDep,
-    model: ModelQuery = None,
-    model_version: VersionQuery = None,
+    selection: SelectionDep,
     idempotency_key: str | None = Header(default=None, max_length=128, pattern=r"^[\x21-\x7e]+$"),
 ) -> dict[str, Any]:
-    pipeline.registry.resolve(model, model_version)  # unknown model: 404 now, not a failed job later
+    pipeline.registry.resolve(selection.model, selection.version)  # unknown model: 404 now, not a failed job later
     if pipeline.draining:
         raise ApiError("SHUTTING_DOWN", "the server is shutting down")
-    data = await reader.read(body)
     job = await jobs.submit(
         JobRequest(
-            image=data, model=model, model_version=model_version, top_k=body.top_k, request_id=_request_id(request)
+            image=await reader.read(body),
+            model=selection.model,
+            model_version=selection.version,
+            top_k=body.top_k,
+            request_id=correlation_id.get() or "",
         ),
         idempotency_key=idempotency_key,
     )
@@ -227,27 +215,15 @@ async def predict_async(
 
 @router.post("/embed", response_model=EmbedResponse, summary="Penultimate-layer embedding (L2-normalised)")
 async def embed(
-    body: EmbedRequest,
-    request: Request,
-    pipeline: PipelineDep,
-    reader: ReaderDep,
-    model: ModelQuery = None,
-    model_version: VersionQuery = None,
+    body: EmbedRequest, request: Request, pipeline: PipelineDep, reader: ReaderDep, selection: SelectionDep
 ) -> dict[str, Any]:
     data = await reader.read(body)
-    batch = await pipeline.classify([data], model=model, version=model_version, top_k=1, embed=True)
-    _note_model(request, batch.model_name, batch.model_version)
-    outcome = batch.outcomes[0]
-    if isinstance(outcome, InferenceError):
-        raise outcome
-    assert outcome.embedding is not None
+    result, batch = await _classify_single(request, pipeline, data, selection, top_k=1, embed=True)
+    assert result.embedding is not None
     return {
-        "embedding": outcome.embedding,
-        "dim": len(outcome.embedding),
+        "embedding": result.embedding,
+        "dim": len(result.embedding),
         "model_name": batch.model_name,
         "model_version": batch.model_version,
-        "request_id": _request_id(request),
+        "request_id": correlation_id.get() or "",
     }
-
-
-__all__ = ["ErrorBody", "router"]
