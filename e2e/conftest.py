@@ -38,7 +38,13 @@ def _targets(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" not in metafunc.fixturenames:
         return
-    marks = {"container": [pytest.mark.docker], "kind": [pytest.mark.kind], "url": []}
+    # The first test of a target also pays for its setup (an image build; a kind cluster, image
+    # load and helm install), far past the suite's 300 s per-test default.
+    marks = {
+        "container": [pytest.mark.docker, pytest.mark.timeout(1800)],
+        "kind": [pytest.mark.kind, pytest.mark.timeout(3600)],
+        "url": [],
+    }
     params = [pytest.param(name, marks=marks[name], id=name) for name in _targets(metafunc.config)]
     metafunc.parametrize("target", params, indirect=True, scope="session")
 

@@ -20,7 +20,8 @@ import pytest
 from e2e.kind import NODEPORT_URL, KindCluster, forwarded, wait_for
 from e2e.targets import wait_ready
 
-pytestmark = [pytest.mark.kind, pytest.mark.slow]
+# Generous: cluster setup (when this file runs alone), metrics-server, the observability stack.
+pytestmark = [pytest.mark.kind, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 GPU_RELEASE = "ml-api-gpu"
 GPU_NAMESPACE = "ml-api-gpu"

@@ -75,13 +75,20 @@ def test_skaffold_yaml_validates_against_v4beta14_and_the_schema_is_strict() -> 
         jsonschema.validate(bad, schema)
 
 
-@pytest.mark.parametrize("profile", ["gpu", "observability"])
-def test_each_profile_applied_still_validates(profile: str) -> None:
+@pytest.mark.parametrize("active", ["gpu", "observability", "gpu,observability", "observability,gpu"])
+def test_profiles_applied_alone_or_together_still_validate(active: str) -> None:
     schema = skaffold_schema()
     doc = load(SKAFFOLD)
-    (prof,) = [p for p in doc["profiles"] if p["name"] == profile]
-    patched = apply_patches({k: v for k, v in doc.items() if k != "profiles"}, prof["patches"])
+    profiles = {p["name"]: p for p in doc["profiles"]}
+    patched = {k: v for k, v in doc.items() if k != "profiles"}
+    for name in active.split(","):
+        patched = apply_patches(patched, profiles[name]["patches"])
     jsonschema.validate(patched, schema)
+    # Whatever the order, the ml-api release gets every active profile's values.
+    (release,) = patched["deploy"]["helm"]["releases"]
+    assert release["name"] == "ml-api"
+    assert len(release["valuesFiles"]) == 1 + len(active.split(","))
+    assert len(patched["deploy"]["helm"]["hooks"]["before"]) == len(active.split(","))
 
 
 def test_skaffold_builds_locally_and_injects_the_image_through_set_value_templates() -> None:
