@@ -78,6 +78,15 @@ def test_replicas_rendered_without_autoscaler(default_docs: list[dict[str, Any]]
     assert _deployment(default_docs)["spec"]["replicas"] == 1
 
 
+def test_service_links_disabled_so_they_cannot_shadow_ml_api_settings(default_docs: list[dict[str, Any]]) -> None:
+    # A Service named ml-api would otherwise inject ML_API_PORT=tcp://... into the container.
+    assert _pod_spec(default_docs)["enableServiceLinks"] is False
+
+
+def test_global_values_from_a_parent_chart_are_accepted(helm: str) -> None:
+    assert render(sets=["global.imageRegistry=mirror.local"])
+
+
 def test_service_account_token_not_mounted(default_docs: list[dict[str, Any]]) -> None:
     sa = one(default_docs, "ServiceAccount", FULLNAME)
     assert sa["automountServiceAccountToken"] is False

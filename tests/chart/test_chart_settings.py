@@ -4,15 +4,28 @@ real server started with the chart's settings."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from service.settings import Settings
-from tests.chart.helm import FULLNAME, CaseDocs, ci_cases, env_of, main_container, one
+from tests.chart.helm import (
+    CHART,
+    FULLNAME,
+    NAMESPACE,
+    RELEASE,
+    CaseDocs,
+    ci_cases,
+    env_of,
+    main_container,
+    one,
+    run_helm,
+)
 from tests.conftest import live_server
 
 pytestmark = pytest.mark.helm
@@ -108,3 +121,37 @@ def test_helm_test_script_passes_against_a_server_with_the_chart_settings(case_d
         assert denied.returncode != 0
         assert "401" in denied.stderr
     assert env_of(main_container(docs))["ML_API_API_KEYS"]["valueFrom"]["secretKeyRef"] == api_keys_ref
+
+
+@pytest.mark.slow
+def test_notes_commands_work_against_a_server_with_the_chart_settings(case_docs: CaseDocs, tmp_path: Path) -> None:
+    """Every command NOTES.txt prints after port-forward is run as written (the local address swapped
+    for a live server configured from the default case)."""
+    version = run_helm("version", "--template", "{{.Version}}")
+    if version.startswith("v3."):
+        pytest.skip(f"helm {version} cannot render NOTES without a cluster")
+    notes = run_helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
+    block = notes.split("Then, in another terminal", 1)[1].split("API docs:", 1)[0]
+    commands = [c.strip() for c in block.replace("\\\n", " ").splitlines()[1:] if c.strip()]
+    assert [c.split()[0] for c in commands] == ["echo", "curl", "curl", "curl", "curl"]
+    env = {k: v for k, v in container_env(case_docs("default")).items() if k.startswith("ML_API_")}
+    env.pop("ML_API_HOST")
+    env.pop("ML_API_PORT")
+    with live_server(env=env) as base:
+        outputs = []
+        for command in commands:
+            proc = subprocess.run(
+                ["/bin/sh", "-ec", command.replace("http://127.0.0.1:8000", base)],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert proc.returncode == 0, f"{command}: {proc.stderr}"
+            outputs.append(proc.stdout)
+    assert (tmp_path / "digit.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads(outputs[1]) == {"status": "ready"}
+    assert json.loads(outputs[2])["default"] == "digits"
+    for out in outputs[3:]:
+        assert json.loads(out)["predictions"], out
