@@ -69,10 +69,13 @@ def test_a_job_whose_worker_is_killed_mid_job_is_completed_by_another_replica_ex
         sync = httpx.post(
             f"{survivor.base}/api/v1/predict", json={"image_base64": base64.b64encode(png).decode()}
         ).json()
+        metrics = httpx.get(f"{survivor.base}/metrics").text
         with redis_server.client() as client:
             stored = client.hgetall(f"ml-api:job:{job_id}")
             assert client.xlen("ml-api:jobs:stream") == 0
             assert client.xpending("ml-api:jobs:stream", GROUP)["pending"] == 0
+    assert 'ml_api_jobs_total{outcome="completed"} 1.0' in metrics.splitlines()
+    assert "ml_api_job_duration_seconds_count 1.0" in metrics.splitlines()
     assert done["status"] == "completed"
     assert done["result"]["predictions"] == sync["predictions"]
     assert stored[b"final"] == stored[b"worker"] == consumer_of(survivor)
