@@ -223,11 +223,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     prometheus: subprocess.Popen[bytes] | None = None
     try:
-        _wait(
-            lambda: service.poll() is None and httpx.get(f"{service_url}/health/ready", timeout=2).status_code == 200,
-            START_TIMEOUT_S,
-            f"the service to become ready (log: {work / 'service.log'})",
-        )
+
+        def service_ready() -> bool:
+            if service.poll() is not None:  # fail fast, with the reason, instead of waiting out the timeout
+                tail = (work / "service.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(f"the service exited with {service.returncode} before ready:\n{tail}")
+            return httpx.get(f"{service_url}/health/ready", timeout=2).status_code == 200
+
+        _wait(service_ready, START_TIMEOUT_S, f"the service to become ready (log: {work / 'service.log'})")
         target = f"127.0.0.1:{service_port}"
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
@@ -345,13 +348,12 @@ def _recorded_names() -> set[str]:
 @pytest.fixture(scope="module")
 def evaluations(stack: Stack) -> list[Evaluation]:
     recorded = _recorded_names()
-    # Recording rules run every second here; wait until each has produced a sample, so alert
-    # expressions reading them are evaluated over real data.
-    _wait(
-        lambda: all(stack.query(name)["data"]["result"] for name in recorded),
-        SCRAPE_TIMEOUT_S,
-        "every recording rule to produce a sample",
-    )
+    # Recording rules run every second here; wait (bounded) until each has produced a sample, so
+    # alert expressions reading them are evaluated over real data. A rule that never produces one
+    # is reported by the tests below, by name, rather than here as a timeout.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(stack.query(name)["data"]["result"] for name in recorded):
+        time.sleep(0.5)
     out: list[Evaluation] = []
     for expression in dashboard_expressions():
         for set_name, variables in VARIABLE_SETS.items():
