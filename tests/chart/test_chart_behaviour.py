@@ -17,6 +17,7 @@ from tests.chart.helm import (
     FULLNAME,
     NAMESPACE,
     RELEASE,
+    ROOT,
     CaseDocs,
     all_containers,
     ci_cases,
@@ -667,3 +668,18 @@ def test_render_does_not_depend_on_cluster_capabilities(helm: str) -> None:
     with_apis = run_helm(*base, "--api-versions", "monitoring.coreos.com/v1", "--api-versions", "keda.sh/v1alpha1")
     assert plain == with_apis
     assert "kind: ServiceMonitor" in plain
+
+
+def _consumer_value_sets() -> list[list[Path]]:
+    # The kind dev loop and the e2e suite layer these files on the chart (skaffold.yaml, e2e/kind.py).
+    e2e = ROOT / "k8s" / "e2e"
+    base = e2e / "values-kind.yaml"
+    if not base.is_file():
+        return []
+    return [[base]] + [[base, f] for f in sorted(e2e.glob("values-*.yaml")) if f != base]
+
+
+@pytest.mark.parametrize("files", _consumer_value_sets(), ids=lambda fs: "+".join(f.stem for f in fs))
+def test_values_used_by_the_dev_loop_and_e2e_render(helm: str, files: list[Path]) -> None:
+    docs = render(values_files=files)
+    assert one(docs, "Deployment", FULLNAME)
