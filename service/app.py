@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from service import __version__
 from service.api.errors import install_error_handlers
 from service.api.inputs import ImageReader
-from service.api.middleware import AccessLogMiddleware, BodyLimitMiddleware
+from service.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, DrainMiddleware, DrainState
 from service.api.request_id import is_valid_request_id, new_request_id
 from service.api.routes import health, jobs, models, predict
 from service.api.security import install_security
@@ -50,12 +50,16 @@ def create_app(
     tracer_provider = tracer_provider or build_tracer_provider()
     metrics_registry = metrics_registry or CollectorRegistry(auto_describe=True)
     inference_metrics = InferenceMetrics(metrics_registry)
+    drain = DrainState()
+    tracer = tracer_provider.get_tracer("service.inference")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_torch_threads(settings.workers, settings.torch_threads)
-        registry = ModelRegistry(settings, batch_observer=inference_metrics, load_observer=inference_metrics)
-        pipeline = InferencePipeline(settings, registry, observer=inference_metrics)
+        registry = ModelRegistry(
+            settings, batch_observer=inference_metrics, load_observer=inference_metrics, tracer=tracer
+        )
+        pipeline = InferencePipeline(settings, registry, observer=inference_metrics, tracer=tracer)
         fetcher = ImageFetcher(settings)
         HTTPXClientInstrumentor.instrument_client(fetcher.client, tracer_provider=tracer_provider)
         job_backend = build_job_backend(settings, observer=inference_metrics)
@@ -64,11 +68,13 @@ def create_app(
         app.state.jobs = job_backend
         await job_backend.start(pipeline_runner(pipeline))
         registry.start()
-        restore_signals = _drain_on_sigterm(pipeline)
+        drain.draining = False
+        restore_signals = _drain_on_sigterm(drain)
         try:
             yield
         finally:
             # Uvicorn has already stopped accepting and waited for in-flight requests here.
+            drain.draining = True
             pipeline.draining = True
             restore_signals()
             await job_backend.close()
@@ -90,6 +96,7 @@ def create_app(
     app.state.inference_metrics = inference_metrics
     app.state.metrics_registry = metrics_registry
     app.state.tracer_provider = tracer_provider
+    app.state.drain = drain
 
     install_error_handlers(app)
     for router in (predict.router, jobs.router, models.router, health.router, health.health_router):
@@ -97,9 +104,10 @@ def create_app(
     _install_docs(app)
 
     # add_middleware wraps outermost last; the OTel instrumentor wraps the whole stack. Outside in:
-    # tracing -> request ID -> metrics -> access log -> CORS/rate limit/auth -> body cap -> routes.
+    # tracing -> request ID -> metrics -> access log -> drain -> CORS/rate limit/auth -> body cap -> routes.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_security(app, settings)
+    app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(AccessLogMiddleware)
     if settings.metrics_enabled:
         install_metrics(app, metrics_registry)
@@ -133,18 +141,19 @@ def _install_docs(app: FastAPI) -> None:
         )
 
 
-def _drain_on_sigterm(pipeline: InferencePipeline) -> Any:
+def _drain_on_sigterm(drain: DrainState) -> Any:
     """Chain a SIGTERM handler that flips readiness to 503 at once, before the server's own handler.
 
-    The server's handler then stops accepting and waits for in-flight requests (its graceful timeout).
+    The server's handler then stops accepting and waits for in-flight requests (its graceful timeout);
+    requests that reach the app meanwhile get 503 SHUTTING_DOWN, requests already in flight finish.
     """
     with contextlib.suppress(ValueError):  # not the main thread (e.g. a test client): nothing to chain
         previous = signal.getsignal(signal.SIGTERM)
 
         def handler(signum: int, frame: Any) -> None:
-            if not pipeline.draining:
-                log.info("SIGTERM: draining (readiness now 503, new inference refused)")
-            pipeline.draining = True
+            if not drain.draining:
+                log.info("SIGTERM: draining (readiness now 503, new requests refused, in-flight ones finish)")
+            drain.draining = True
             if callable(previous):
                 previous(signum, frame)
             elif previous == signal.SIG_DFL:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+from types import FrameType
 from typing import Any
 
 from service.observability.logging import logging_config
@@ -29,16 +31,38 @@ logconfig_dict = logging_config(_settings.log_level, _settings.log_format)
 accesslog = None
 proc_name = "ml-api"
 
+_created_multiproc_dir: str | None = None
 if workers > 1:
-    # Several processes need prometheus_client's file-backed multiprocess mode, set before workers import it.
-    _dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="ml-api-prom-")
+    # Several processes need prometheus_client's file-backed multiprocess mode. This module is imported by
+    # the gunicorn master before it forks, and nothing here imports prometheus_client, so every worker sees
+    # the variable when it first imports prometheus_client (which picks its value class at import time).
+    _dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not _dir:
+        _dir = _created_multiproc_dir = tempfile.mkdtemp(prefix="ml-api-prom-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _dir
-    if os.path.isdir(_dir):
-        for name in os.listdir(_dir):  # stale files from an earlier run would double-count
-            shutil.rmtree(os.path.join(_dir, name), ignore_errors=True) if os.path.isdir(
-                os.path.join(_dir, name)
-            ) else os.unlink(os.path.join(_dir, name))
+    os.makedirs(_dir, exist_ok=True)
+    for _name in os.listdir(_dir):  # stale files from an earlier run would double-count
+        _path = os.path.join(_dir, _name)
+        if os.path.isdir(_path):
+            shutil.rmtree(_path, ignore_errors=True)
+        else:
+            os.unlink(_path)
     os.environ.setdefault("ML_API_WORKERS", str(workers))
+
+
+def _exit_zero(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def post_worker_init(worker: Any) -> None:
+    # UvicornWorker resets SIGTERM to the default; after its graceful shutdown uvicorn re-raises the signal,
+    # which would kill the worker by signal and make the master log an error. Exit 0 instead.
+    signal.signal(signal.SIGTERM, _exit_zero)
+
+
+def on_exit(server: Any) -> None:
+    if _created_multiproc_dir:
+        shutil.rmtree(_created_multiproc_dir, ignore_errors=True)
 
 
 def child_exit(server: Any, worker: Any) -> None:

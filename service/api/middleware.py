@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request body cap and the one-line-per-request access log."""
+"""Pure ASGI middleware: request body cap, drain refusal and the one-line-per-request access log."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from asgi_correlation_id import correlation_id
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_body
+from service.api.errors import error_body, error_response
 
 access_log = logging.getLogger("service.access")
 
@@ -68,6 +68,35 @@ class BodyLimitMiddleware:
 class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"body over {limit} bytes")
+
+
+class DrainState:
+    """Flipped by the SIGTERM handler, before the server's own handler stops accepting connections."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
+class DrainMiddleware:
+    """While draining, requests that *start* get 503 SHUTTING_DOWN (readiness included); those in flight finish.
+
+    The pipeline's own refusal is switched on only after the server has waited for in-flight requests, so a
+    request accepted before SIGTERM (e.g. still uploading its body) is never failed by the drain.
+    """
+
+    # Liveness, startup, the health summary and metrics keep answering while the pod drains.
+    PASS_PATHS = frozenset({"/health/live", "/health/startup", "/health", "/metrics"})
+
+    def __init__(self, app: ASGIApp, drain: DrainState) -> None:
+        self.app = app
+        self.drain = drain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.drain.draining or scope["path"] in self.PASS_PATHS:
+            await self.app(scope, receive, send)
+            return
+        response = error_response("SHUTTING_DOWN", "the server is shutting down", scope["path"])
+        await response(scope, receive, send)
 
 
 class AccessLogMiddleware:

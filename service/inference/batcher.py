@@ -31,7 +31,7 @@ from service.inference.errors import (
 from service.inference.model import ItemResult, LoadedModel
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("service.inference")
+_default_tracer = trace.get_tracer("service.inference")
 
 Outcome = ItemResult | InferenceError
 
@@ -85,6 +85,7 @@ class DynamicBatcher:
         max_batch_wait_s: float = 0.0,
         observer: BatchObserver | None = None,
         run: Callable[[LoadedModel, torch.Tensor, list[int], list[bool]], list[ItemResult]] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
@@ -92,6 +93,8 @@ class DynamicBatcher:
         self.max_batch_wait_s = max_batch_wait_s
         self.stats = BatcherStats()
         self._observer = observer
+        # The app's tracer provider (one per app in tests), not only the process-global one.
+        self._tracer = tracer or _default_tracer
         self._run_model = run or (lambda m, batch, top_ks, embed: m.run(batch, top_ks, embed))
         self._queue: deque[_Item] = deque()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model.name}")
@@ -223,7 +226,7 @@ class DynamicBatcher:
                     self._observer.queue_wait(self.model.name, self.model.version, waited)
                 continue
             parent = trace.set_span_in_context(NonRecordingSpan(item.span_context))
-            span = tracer.start_span("queue_wait", context=parent, start_time=item.enqueued_ns)
+            span = self._tracer.start_span("queue_wait", context=parent, start_time=item.enqueued_ns)
             with trace.use_span(span, end_on_exit=False):
                 if self._observer is not None:
                     self._observer.queue_wait(self.model.name, self.model.version, waited)
@@ -243,7 +246,7 @@ class DynamicBatcher:
 
     def _infer(self, batch: list[_Item]) -> list[Outcome]:
         links = [Link(i.span_context) for i in batch if i.span_context is not None]
-        with tracer.start_as_current_span(
+        with self._tracer.start_as_current_span(
             "inference",
             links=links,
             attributes={

@@ -21,7 +21,7 @@ from service.inference.preprocess import Preprocessing
 from service.inference.registry import ModelRegistry
 from service.settings import Settings
 
-tracer = trace.get_tracer("service.inference")
+_default_tracer = trace.get_tracer("service.inference")
 
 
 class PipelineObserver(Protocol):
@@ -61,8 +61,15 @@ class BatchResult:
 
 
 class InferencePipeline:
-    def __init__(self, settings: Settings, registry: ModelRegistry, observer: PipelineObserver | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        observer: PipelineObserver | None = None,
+        tracer: trace.Tracer | None = None,
+    ):
         self.settings = settings
+        self._tracer = tracer or _default_tracer
         self.registry = registry
         self._observer = observer
         self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
@@ -135,12 +142,12 @@ class InferencePipeline:
             return exc
 
     def _decode_and_preprocess(self, data: bytes, pre: Preprocessing, ctx: otel_context.Context) -> torch.Tensor:
-        with tracer.start_as_current_span("decode", context=ctx, attributes={"ml_api.image_bytes": len(data)}):
+        with self._tracer.start_as_current_span("decode", context=ctx, attributes={"ml_api.image_bytes": len(data)}):
             started = time.monotonic()
             image = decode_image(data, max_pixels=self.settings.max_image_pixels, draft_size=pre.draft_size)
             if self._observer is not None:
                 self._observer.image_decoded(time.monotonic() - started)
-        with tracer.start_as_current_span("preprocess", context=ctx):
+        with self._tracer.start_as_current_span("preprocess", context=ctx):
             return pre.to_uint8_tensor(image)
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
+from opentelemetry.trace import Tracer
 
 from service.inference.batcher import BatchObserver, DynamicBatcher
 from service.inference.device import select_device, select_dtype
@@ -53,8 +54,10 @@ class ModelRegistry:
         batch_observer: BatchObserver | None = None,
         load_observer: LoadObserver | None = None,
         rng: random.Random | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
+        self._tracer = tracer
         self.device = select_device(settings.device)
         self.dtype = select_dtype(settings.precision, self.device)
         self.gpu_available = torch.cuda.is_available()
@@ -177,6 +180,7 @@ class ModelRegistry:
                 max_queue_size=self.settings.max_queue_size,
                 max_batch_wait_s=self.settings.max_batch_wait_ms / 1000,
                 observer=self._batch_observer,
+                tracer=self._tracer,
             )
             entry.load_seconds = time.monotonic() - started
             entry.state = LoadState.LOADED

@@ -9,6 +9,10 @@ from typing import Any
 from asgi_correlation_id import correlation_id
 from opentelemetry import trace
 
+# Every JSON line has these keys (renamed: asctime->time, levelname->level, name->logger, process->pid);
+# the access log adds method, path, status, duration_ms, client, model, version.
+JSON_FIELDS = ("asctime", "levelname", "name", "process", "message", "request_id", "trace_id", "span_id")
+
 
 class ContextFilter(logging.Filter):
     """Adds request_id, trace_id and span_id from the current request/span to every record."""
@@ -28,8 +32,9 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
     if fmt == "json":
         formatter = {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(trace_id)s %(span_id)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "fmt": " ".join(f"%({name})s" for name in JSON_FIELDS),
+            # pid tells gunicorn workers apart in one pod's log stream.
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
             "timestamp": False,
         }
     else:
@@ -45,8 +50,13 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
         "loggers": {
             # The access log is ours (one line per request with timings); uvicorn's would duplicate it.
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
-            "uvicorn.error": {"level": level},
-            "gunicorn.error": {"level": level},
+            # Explicit handlers, not propagation: gunicorn sets propagate=False on its error logger, and
+            # UvicornWorker copies gunicorn.error's handlers onto uvicorn.error; without these both are silent.
+            "uvicorn.error": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "gunicorn.error": {"handlers": ["stderr"], "level": level, "propagate": False},
+            # It warns about a replaced X-Request-ID before the new ID is set, so its line would lack it;
+            # the request's access line carries the new ID anyway.
+            "asgi_correlation_id": {"level": "ERROR"},
             "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }
