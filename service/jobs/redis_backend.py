@@ -93,16 +93,19 @@ for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
 return attempts
 """
 
-# KEYS: job hash, job events, [idempotency key]
-# ARGV: final record JSON, status, worker, ttl_ms
+# KEYS: stream, job hash, job events, [idempotency key]
+# ARGV: final record JSON, status, worker, ttl_ms, group, entry id
+# Acknowledges (and deletes) the entry in the same step, so a stored result never has a pending entry.
 # Returns 1 when this write is the job's one final result, 0 when another worker's already is, -1 when expired.
 _FINISH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('HSETNX', KEYS[1], 'final', ARGV[3]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'record', ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', 32, '*', 'record', ARGV[1])
+redis.call('XACK', KEYS[1], ARGV[5], ARGV[6])
+redis.call('XDEL', KEYS[1], ARGV[6])
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if redis.call('HSETNX', KEYS[2], 'final', ARGV[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'status', ARGV[2], 'record', ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 32, '*', 'record', ARGV[1])
 local ttl = tonumber(ARGV[4])
-for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
 return 1
 """
 
@@ -323,8 +326,9 @@ class RedisJobBackend(JobBackend):
                 continue
             if not reply:
                 # Nothing new for a while: stop if the job expired meanwhile, else keep waiting.
-                if not await self._redis.exists(self._job_key(job_id)):
-                    return
+                with contextlib.suppress(*_TRANSIENT):
+                    if not await self._redis.exists(self._job_key(job_id)):
+                        return
                 continue
             for entry_id, fields in reply[0][1]:
                 last_id = entry_id
@@ -416,15 +420,21 @@ class RedisJobBackend(JobBackend):
 
     async def _run_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         assert self._runner is not None
-        job_id = fields[b"job_id"].decode()
-        created_at = float(fields[b"created_at"])
-        request = JobRequest(
-            image=fields[b"image"],
-            model=fields[b"model"].decode() or None,
-            model_version=fields[b"model_version"].decode() or None,
-            top_k=int(fields[b"top_k"]),
-            request_id=fields[b"request_id"].decode(),
-        )
+        try:
+            job_id = fields[b"job_id"].decode()
+            created_at = float(fields[b"created_at"])
+            request = JobRequest(
+                image=fields[b"image"],
+                model=fields[b"model"].decode() or None,
+                model_version=fields[b"model_version"].decode() or None,
+                top_k=int(fields[b"top_k"]),
+                request_id=fields[b"request_id"].decode(),
+            )
+        except (KeyError, ValueError):
+            # Not written by this service: dropping it beats reclaiming it forever.
+            log.error("job entry %s is malformed (fields %s); dropped", entry_id.decode(), sorted(fields))
+            await self._ack(entry_id)
+            return
         keys = [self._job_key(job_id), self._events_key(job_id)]
         idem = await self._redis.hget(keys[0], "idem")
         if idem:
@@ -482,8 +492,10 @@ class RedisJobBackend(JobBackend):
     ) -> bool:
         assert status in TERMINAL
         final = JobRecord(job_id=job_id, status=status, result=result, error=error, created_at=created_at)
-        won = await self._finish(keys=keys, args=[json.dumps(final.as_dict()), status, self.consumer, self.ttl_ms])
-        await self._ack(entry_id)
+        won = await self._finish(
+            keys=[self.stream, *keys],
+            args=[json.dumps(final.as_dict()), status, self.consumer, self.ttl_ms, GROUP, entry_id],
+        )
         if won == 1 and self._observer is not None:
             self._observer.job_finished(status, final.updated_at - created_at)
         return won == 1

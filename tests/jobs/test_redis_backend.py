@@ -201,3 +201,21 @@ async def test_a_draining_worker_hands_its_job_back_and_another_runs_it_without_
     finally:
         await staying.close()
         await leaving.close()
+
+
+async def test_a_malformed_stream_entry_is_dropped_and_the_next_job_still_runs(redis_server: RedisServer) -> None:
+    runner = GatedRunner()
+    runner.release.set()
+    jobs = backend(redis_server)
+    await jobs.start(runner)
+    try:
+        with redis_server.client() as client:
+            client.xadd("ml-api:jobs:stream", {"job_id": "written-by-someone-else"})
+        submitted = await jobs.submit(job())
+        assert (await until_finished(jobs, submitted.job_id)).status == "completed"
+        assert runner.started == [submitted.job_id]
+        with redis_server.client() as client:
+            assert client.xlen("ml-api:jobs:stream") == 0
+            assert client.xpending("ml-api:jobs:stream", GROUP)["pending"] == 0
+    finally:
+        await jobs.close()
