@@ -131,8 +131,15 @@ class Stack:
     traffic_started: float
     log_dir: Path
 
-    def query(self, expr: str) -> dict[str, Any]:
-        response = httpx.get(f"{self.prometheus_url}/api/v1/query", params={"query": expr}, timeout=30)
+    # Queries run at one fixed instant at which the data was confirmed scraped: on a loaded machine a
+    # later scrape can time out, and Prometheus then marks the series stale for "now".
+    eval_time: float | None = None
+
+    def query(self, expr: str, *, now: bool = False) -> dict[str, Any]:
+        params: dict[str, Any] = {"query": expr}
+        if self.eval_time is not None and not now:
+            params["time"] = self.eval_time
+        response = httpx.get(f"{self.prometheus_url}/api/v1/query", params=params, timeout=30)
         body: dict[str, Any] = response.json()
         return body
 
@@ -284,12 +291,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             traffic = _drive_traffic(client, pngs)
         embeds = traffic.statuses[("POST", "/api/v1/embed", 200)]
 
-        def scraped_everything() -> bool:
-            query = f'sum(http_requests_total{{job="{PLAIN_JOB}", handler="/api/v1/embed"}})'
+        def scraped_everything() -> float | None:
+            # Both jobs hold the final count: returns that instant (Prometheus' clock).
+            query = f'sum by (job) (http_requests_total{{handler="/api/v1/embed"}}) == {embeds}'
             result = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": query}).json()["data"]["result"]
-            return bool(result) and float(result[0]["value"][1]) == embeds
+            return float(result[0]["value"][0]) if len(result) == 2 else None
 
-        _wait(scraped_everything, SCRAPE_TIMEOUT_S, "Prometheus to scrape the last round of traffic")
+        eval_time = _wait(scraped_everything, SCRAPE_TIMEOUT_S, "Prometheus to scrape the last round of traffic")
         yield Stack(
             service_url=service_url,
             prometheus_url=prometheus_url,
@@ -297,6 +305,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             service_metric_names=_metric_names_exposed(service_url),
             traffic_started=started,
             log_dir=work,
+            eval_time=eval_time,
         )
     finally:
         if prometheus is not None:
@@ -346,13 +355,17 @@ def _recorded_names() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def evaluations(stack: Stack) -> list[Evaluation]:
+def evaluations(stack: Stack, pytestconfig: pytest.Config) -> list[Evaluation]:
     recorded = _recorded_names()
     # Recording rules run every second here; wait (bounded) until each has produced a sample, so
     # alert expressions reading them are evaluated over real data. A rule that never produces one
     # is reported by the tests below, by name, rather than here as a timeout.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not all(stack.query(name)["data"]["result"] for name in recorded):
+    while time.monotonic() < deadline:
+        results = [stack.query(name, now=True)["data"]["result"] for name in recorded]
+        if all(results):
+            stack.eval_time = max(float(r[0]["value"][0]) for r in results)
+            break
         time.sleep(0.5)
     out: list[Evaluation] = []
     for expression in dashboard_expressions():
@@ -379,7 +392,13 @@ def evaluations(stack: Stack) -> list[Evaluation]:
         + "\n"
         + "\n".join(f"{e.series:3d} series {e.finite:3d} finite  {e.expression.source} [{e.variables}]" for e in out)
     )
-    print("\n" + report)
+    # Shown in every run, not only with -s: the counts are part of the check's result.
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print("\n" + report)
+    else:
+        print(report)
     return out
 
 
