@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -32,7 +33,9 @@ from e2e.container import (
     run_container,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# The first test's setup may build the image from cold (minutes), which the default timeout
+# (pytest-timeout, fixtures included) would cut short.
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPORT = REPO / "build" / "image" / "container-report.json"
 PREDICT = "/api/v1/predict/upload"
@@ -381,3 +384,73 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(built: BuildResult) -> No
             assert out.started >= t0 or out.ended > t0, f"transport error before SIGTERM: {out.error}"
             assert out.error in {"ConnectError", "RemoteProtocolError", "ReadError"}, out.error
     assert "Traceback" not in logs
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights baked from the build context
+
+
+def test_weights_from_the_build_context_are_baked_and_served_offline(
+    built: BuildResult, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """TORCHVISION_WEIGHTS with the checkpoint in weights/: the build finds it there (no download),
+    and the image serves that very checkpoint from /opt/weights."""
+    import torch
+    import torchvision
+
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md", ".dockerignore"):
+        shutil.copy2(REPO / name, context / name)
+    shutil.copytree(REPO / "service", context / "service", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "build" / "image", context / "build" / "image", ignore=shutil.ignore_patterns("*.log", "*.json")
+    )
+    # A real resnet18 state dict under the file name torchvision's IMAGENET1K_V1 entry expects;
+    # seeded random values stand in for the ImageNet training (not downloadable here).
+    checkpoints = context / "weights" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    filename = Path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url).name
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), checkpoints / filename)
+
+    tag = "ml-api:weights-test"
+    proc = subprocess.run(
+        [
+            "make", "-C", str(REPO), "--no-print-directory", "image", f"IMAGE={tag}",
+            f"IMAGE_CONTEXT={context}", f"IMAGE_BUILD_LOG={tmp_path / 'build.log'}",
+            "TORCHVISION_WEIGHTS=resnet18:IMAGENET1K_V1",
+        ],
+        capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+    request.addfinalizer(lambda: subprocess.run([docker, "rmi", "-f", tag], capture_output=True, check=False))
+
+    models = [
+        {"name": "digits", "version": "1", "source": "bundled"},
+        {"name": "resnet18", "version": "v1", "source": "torchvision", "arch": "resnet18", "weights": "IMAGENET1K_V1"},
+    ]
+    with run_container(tag, env={"ML_API_MODELS": json.dumps(models)}) as c:
+        listing = _exec(c, "find", "/opt/weights", "-type", "f").stdout.split()
+        assert listing == [f"/opt/weights/hub/checkpoints/{filename}"]
+        png, _ = digit_png(0)
+        resp = httpx.post(
+            f"{c.base_url}{PREDICT}?model=resnet18&top_k=3",
+            content=png,
+            headers={"Content-Type": "image/png"},
+            timeout=120,
+        )
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert (body["model_name"], body["model_version"], len(body["predictions"])) == ("resnet18", "v1", 3)
+    # The served network is the baked checkpoint: same answer as that file run in-process.
+    from service.inference.sources import load_model
+    from service.settings import ModelSpec
+    from tests.inprocess import classify_in_process
+
+    spec = ModelSpec(**models[1])
+    reference = load_model(spec, torch.device("cpu"), weights_dir=str(checkpoints))
+    want = classify_in_process(reference, [png], top_k=3)[0].predictions
+    assert [p["label"] for p in body["predictions"]] == [p.label for p in want]
+    assert body["predictions"][0]["confidence"] == pytest.approx(want[0].confidence, abs=1e-4)

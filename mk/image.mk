@@ -19,6 +19,9 @@ IMAGE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_REVISION ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 IMAGE_SOURCE ?= https://github.com/ml-api/ml-api
 IMAGE_BUILD_FLAGS ?=
+# Another directory as the build context (tests bake weights from a scratch copy); same Dockerfile.
+IMAGE_CONTEXT ?= .
+IMAGE_BUILD_LOG ?= build/image/build.log
 , := ,
 
 .PHONY: base-image
@@ -46,10 +49,10 @@ image: venv $(_IMAGE_BASE_DEP) ## Build the container image $(IMAGE) (target $(I
 	  $(if $(CA_BUNDLE),--secret id=ca$(,)src=$(CA_BUNDLE)) \
 	  $(if $(PIP_CONF),--secret id=pipconf$(,)src=$(PIP_CONF)) \
 	  --label io.ml-api.inputs-hash=$$hash \
-	  $(IMAGE_BUILD_FLAGS) -t $(IMAGE) . 2>&1 | tee build/image/build.log \
+	  $(IMAGE_BUILD_FLAGS) -f $(CURDIR)/Dockerfile -t $(IMAGE) $(IMAGE_CONTEXT) 2>&1 | tee $(IMAGE_BUILD_LOG) \
 	  | grep --line-buffered -E '^#[0-9]+ (\[|DONE|CACHED|ERROR)|ERROR'; \
-	test "$${PIPESTATUS[0]}" = 0 || { tail -n 40 build/image/build.log; exit 1; }; \
-	echo "image: $(IMAGE) built in $$(( $$(date +%s) - start ))s, $$($(DOCKER) image inspect -f '{{.Size}}' $(IMAGE) | numfmt --to=iec) (log: build/image/build.log)"
+	test "$${PIPESTATUS[0]}" = 0 || { tail -n 40 $(IMAGE_BUILD_LOG); exit 1; }; \
+	echo "image: $(IMAGE) built in $$(( $$(date +%s) - start ))s, $$($(DOCKER) image inspect -f '{{.Size}}' $(IMAGE) | numfmt --to=iec) (log: $(IMAGE_BUILD_LOG))"
 
 .PHONY: image-cpu
 image-cpu: ## Lean CPU image with torch from PyTorch's CPU wheel index (needs that index reachable)
