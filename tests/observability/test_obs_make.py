@@ -1,0 +1,100 @@
+"""`make observability` / `make grafana`: tool checks and the exact helm/kubectl calls.
+
+helm and kubectl are replaced by recording stand-ins on PATH (no cluster here); make and the
+recipes are the real ones.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.observability.promql_sources import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+
+
+def _tool(directory: Path, name: str, body: str) -> Path:
+    path = directory / name
+    path.write_text(f'#!/bin/bash\necho "{name} $*" >> "{directory}/calls.log"\n{body}\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def _make(target: str, bin_dir: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    # PATH holds only the stand-ins and the basic system tools, so a real helm/kubectl cannot leak in.
+    basics = bin_dir / "basics"
+    basics.mkdir(exist_ok=True)
+    for tool in ("base64", "mkdir", "sed", "cat"):
+        found = shutil.which(tool)
+        if found and not (basics / tool).exists():
+            (basics / tool).symlink_to(found)
+    env = {"PATH": f"{bin_dir}:{basics}", "HOME": str(bin_dir)}
+    args = [shutil.which("make") or "make", "-s", "--no-print-directory", target]
+    args += [f"{k}={v}" for k, v in variables.items()]
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _calls(bin_dir: Path) -> list[str]:
+    log = bin_dir / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_observability_names_the_missing_helm_and_how_to_get_it(tmp_path: Path) -> None:
+    result = _make("observability", tmp_path, HELM=str(tmp_path / "none"), KUBECTL=str(tmp_path / "none"))
+    assert result.returncode != 0
+    assert "helm not found: run 'make tools'" in result.stdout + result.stderr
+
+
+def test_observability_names_the_missing_kubectl(tmp_path: Path) -> None:
+    helm = _tool(tmp_path, "helm", "exit 0")
+    result = _make("observability", tmp_path, HELM=str(helm), KUBECTL=str(tmp_path / "none"))
+    assert result.returncode != 0
+    assert "kubectl not found: run 'make tools'" in result.stdout + result.stderr
+    assert _calls(tmp_path) == []
+
+
+def test_observability_stops_when_no_cluster_is_reachable(tmp_path: Path) -> None:
+    helm = _tool(tmp_path, "helm", "exit 0")
+    kubectl = _tool(tmp_path, "kubectl", 'case "$1" in version) exit 1;; config) echo kind-gone;; esac')
+    result = _make("observability", tmp_path, HELM=str(helm), KUBECTL=str(kubectl))
+    assert result.returncode != 0
+    assert "no reachable cluster in the current kubectl context (kind-gone)" in result.stdout
+    assert not any(call.startswith("helm") for call in _calls(tmp_path))
+
+
+def test_observability_installs_every_release_at_its_pinned_version(tmp_path: Path) -> None:
+    helm = _tool(tmp_path, "helm", "exit 0")
+    kubectl = _tool(tmp_path, "kubectl", "exit 0")
+    result = _make("observability", tmp_path, HELM=str(helm), KUBECTL=str(kubectl))
+    assert result.returncode == 0, result.stdout + result.stderr
+    versions = dict(re.findall(r"^([A-Z_]+_VERSION) := (\S+)$", (ROOT / "mk/observability.mk").read_text(), re.M))
+    installs = [c.split() for c in _calls(tmp_path) if c.startswith("helm upgrade --install")]
+    assert [(c[3], c[4], c[c.index("--version") + 1], c[c.index("--namespace") + 1]) for c in installs] == [
+        ("metrics-server", "metrics-server/metrics-server", versions["METRICS_SERVER_VERSION"], "kube-system"),
+        ("kube-prometheus-stack", "prometheus-community/kube-prometheus-stack", versions["KPS_VERSION"], "monitoring"),
+        ("tempo", "grafana-community/tempo", versions["TEMPO_VERSION"], "monitoring"),
+        ("loki", "grafana-community/loki", versions["LOKI_VERSION"], "monitoring"),
+        ("otel-collector", "open-telemetry/opentelemetry-collector", versions["OTEL_COLLECTOR_VERSION"], "monitoring"),
+        ("prometheus-adapter", "prometheus-community/prometheus-adapter", versions["ADAPTER_VERSION"], "monitoring"),
+    ]
+    for call in installs:
+        values = call[call.index("-f") + 1]
+        assert (ROOT / values).is_file() and values.startswith("k8s/observability/")
+        assert "--wait" in call
+
+
+def test_grafana_prints_the_login_and_port_forwards(tmp_path: Path) -> None:
+    helm = _tool(tmp_path, "helm", "exit 0")
+    # `get secret` answers with base64 of "s3cret", as kubectl's jsonpath output would.
+    kubectl = _tool(tmp_path, "kubectl", 'for a in "$@"; do [[ $a == secret ]] && printf czNjcmV0; done; exit 0')
+    result = _make("grafana", tmp_path, HELM=str(helm), KUBECTL=str(kubectl), GRAFANA_PORT="3999")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Grafana: http://127.0.0.1:3999  user: admin  password: s3cret" in result.stdout
+    assert "http://127.0.0.1:3999/d/ml-api-overview" in result.stdout
+    assert "kubectl -n monitoring port-forward svc/grafana 3999:80" in _calls(tmp_path)
