@@ -28,6 +28,10 @@ unavailable() {
   exit 0
 }
 
+# The guard is not optional: without it no dockerd is started here (containers could reach
+# private ranges), and the container tests skip for want of a daemon.
+[[ -n "$GUARD" ]] || { echo "ci-docker: docker-egress-guard.sh not found (shared/tools); not starting Docker" >&2; exit 1; }
+
 missing=()
 [[ -x $DOCKER ]] && command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
@@ -53,7 +57,5 @@ if ! "$DOCKER" info >/dev/null 2>&1; then
   "$DOCKER" info >/dev/null 2>&1 || { tail -n 20 "$LOG" >&2; unavailable "dockerd did not come up in 60s"; }
 fi
 
-# The guard is not optional: no container runs here without it.
-[[ -n "$GUARD" ]] || { echo "ci-docker: docker-egress-guard.sh not found (shared/tools); refusing to go on" >&2; exit 1; }
 bash "$GUARD"
 echo "ci-docker: Docker $("$DOCKER" version --format '{{.Server.Version}}') ready, egress guard applied ($GUARD)"
