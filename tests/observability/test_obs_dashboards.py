@@ -175,3 +175,12 @@ def test_panel_ids_are_unique_and_the_grid_is_24_wide(overview: dict[str, Any]) 
     for panel in panels:
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24, panel["title"]
+
+
+def test_committed_json_round_trips_through_the_sdk_dashboard_model(overview: dict[str, Any]) -> None:
+    # Decoding into grafana-foundation-sdk's typed model and encoding back loses anything that is
+    # not part of the dashboard schema (misspelt keys, wrong nesting), so equality means conformance.
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    assert json.loads(json.dumps(Dashboard.from_json(overview), cls=JSONEncoder)) == overview
