@@ -48,8 +48,10 @@ def _report(config: pytest.Config, **values: object) -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"container image: {json.dumps(values, sort_keys=True)}")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # else the line lands in the captured output
+            reporter.write_line(f"container image: {json.dumps(values, sort_keys=True)}")
 
 
 def digit_png(index: int) -> tuple[bytes, str]:
