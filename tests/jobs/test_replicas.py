@@ -100,6 +100,7 @@ def test_an_idempotency_key_returns_the_same_job_from_either_replica(
     assert other.json()["job_id"] != first.json()["job_id"]
     done = wait_for_job(b.base, first.json()["job_id"])
     assert done["status"] == "completed"
+    assert wait_for_job(a.base, other.json()["job_id"])["status"] == "completed"
     with shared_redis.client() as client:
         assert client.get("ml-api:idem:order-2026-11-24-0001") == first.json()["job_id"].encode()
         assert client.hget(f"ml-api:job:{first.json()['job_id']}", "attempts") == b"1"
@@ -110,6 +111,9 @@ def test_a_body_over_the_size_limit_is_refused_before_anything_reaches_redis(
 ) -> None:
     a, _ = replicas
     with shared_redis.client() as client:
+        deadline = time.monotonic() + 30
+        while client.xlen("ml-api:jobs:stream") and time.monotonic() < deadline:  # earlier tests' jobs finish
+            time.sleep(0.01)
         keys_before = sorted(client.keys("*"))
         length_before = client.xlen("ml-api:jobs:stream")
     response = httpx.post(
