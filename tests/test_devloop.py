@@ -414,3 +414,33 @@ def test_cluster_script_passes_shellcheck() -> None:
         [str(shellcheck), "--severity=style", str(E2E_DIR / "cluster.sh")], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.helm
+def test_the_helm_call_make_up_prints_renders_valid_manifests(helm: str) -> None:
+    """The exact release, chart, namespace, values files and --set flags of `make up`'s helm call,
+    rendered with `helm template` instead of installed, validate."""
+    (install,) = [argv(c) for c in make_dry("up") if c.startswith("helm ")]
+    assert install[:3] == ["helm", "upgrade", "--install"]
+    release, chart, *flags = install[3:]
+    keep: list[str] = []
+    it = iter(flags)
+    for flag in it:
+        if flag in {"--wait", "--create-namespace"}:
+            continue
+        value = next(it)
+        if flag in {"--namespace", "-f", "--set"}:
+            keep += [flag, value]
+        else:
+            assert flag in {"--kube-context", "--timeout"}, flag
+    proc = subprocess.run(
+        [helm, "template", release, chart, *keep], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert validate(docs) == []
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget"} <= kinds
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    assert deploy["metadata"]["namespace"] == "ml-api"
+    assert deploy["spec"]["replicas"] == 2
