@@ -54,7 +54,8 @@ async def predict(request: Request) -> dict:
     conf, idx = probs.topk(5)
     return {
         "predictions": [
-            {"label": labels[i], "class_id": i, "confidence": c} for c, i in zip(conf.tolist(), idx.tolist(), strict=False)
+            {"label": labels[i], "class_id": i, "confidence": c}
+            for c, i in zip(conf.tolist(), idx.tolist(), strict=False)
         ],
         "model_name": MODEL,
     }

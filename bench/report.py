@@ -27,6 +27,9 @@ def levels_table(result: dict) -> list[str]:
     ]
     for server in ("service", "naive"):
         for r in result.get(server, {}).get("levels", []):
+            if "skipped" in r:
+                lines.append(f"| {server} | {r['body']} | {r['concurrency']} | skipped: {r['skipped']} |" + " |" * 9)
+                continue
             lines.append(
                 f"| {server} | {r['body']} | {r['concurrency']} | **{_fmt(r['images_per_s'])}** | {_fmt(r['p50_ms'])} | "
                 f"{_fmt(r['p95_ms'])} | {_fmt(r['p99_ms'])} | {r['errors']} | {_fmt(r['mean_batch'])} | "
@@ -53,7 +56,7 @@ def render(report: dict) -> str:
         "- **naive**: the seed's pattern (`bench/naive_app.py`): an `async def` FastAPI endpoint doing PIL decode + "
         "torchvision transforms + one forward pass per request on the event loop, uvicorn, one worker.",
         "",
-        "Load: wrk (`-t1`, closed loop: N connections = N requests in flight) for "
+        f"Load: {cfg['load_generator']}; N connections = N requests in flight, for "
         f"{cfg['seconds_per_level']:.0f} s per level after {cfg['warmup_s']:.0f} s of warm-up; the server is drained between levels. "
         f"A separate probe loop GETs `/health/live` on a fresh connection every {cfg['probe_interval_s']} s during each level "
         "(as a kubelet does). CPU columns are cores used during the level (1.00 = one core): the server's process tree, "
@@ -76,10 +79,15 @@ def render(report: dict) -> str:
         if lim.get("points"):
             out.append(
                 f"**Limit**: {_fmt(lim['images_per_s'])} images/s at batch {lim['best_batch_size']} "
-                f"({lim['torch_threads']} torch threads, {lim['device']}, {lim['dtype']}). Per batch size: "
-                + ", ".join(f"{p['batch_size']}: {_fmt(p['images_per_s'])}" for p in lim["points"])
-                + f" images/s; decode + preprocess {_fmt(lim['points'][0]['decode_ms_per_image'])} ms per image."
+                f"({lim.get('layout', str(lim['torch_threads']) + ' threads')}, {lim['device']}, {lim['dtype']}); "
+                f"decode + preprocess {_fmt(lim['points'][0]['decode_ms_per_image'])} ms per image."
             )
+            for v in lim.get("variants", [lim]):
+                out.append(
+                    f"- {v.get('layout', '')}: "
+                    + ", ".join(f"batch {p['batch_size']}: {_fmt(p['images_per_s'])}" for p in v["points"])
+                    + " images/s"
+                )
             out.append("")
         ratios = []
         for body in ("raw", "multipart"):

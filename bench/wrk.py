@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -39,11 +40,15 @@ end
 """
 
 
-def wrk_path() -> str:
-    path = shutil.which("wrk")
-    if path is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk (Debian/Ubuntu) or brew install wrk")
-    return path
+def wrk_path() -> str | None:
+    """wrk when installed (apt-get install wrk / brew install wrk), else None: bench.pyload is used."""
+    if os.environ.get("BENCH_LOADGEN") == "python":
+        return None
+    return shutil.which("wrk")
+
+
+def loadgen_name() -> str:
+    return "wrk -t1 (closed loop)" if wrk_path() else "bench.pyload (asyncio fallback, wrk not installed)"
 
 
 def write_bodies(image: bytes, workdir: Path) -> dict[str, tuple[Path, str]]:
@@ -51,7 +56,7 @@ def write_bodies(image: bytes, workdir: Path) -> dict[str, tuple[Path, str]]:
     workdir.mkdir(parents=True, exist_ok=True)
     raw = workdir / "body.raw"
     raw.write_bytes(image)
-    boundary = f"bench{uuid.uuid4().hex}"
+    boundary = "ml-api-bench-9f1c2e"  # fixed: concurrent runs rewrite the same files
     multipart = workdir / "body.multipart"
     multipart.write_bytes(
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="image.jpg"\r\n'
@@ -68,8 +73,9 @@ def run_wrk(
 ) -> dict:
     out = workdir / f"wrk-{uuid.uuid4().hex[:8]}.json"
     env = {**os.environ, "BENCH_BODY_FILE": str(body[0]), "BENCH_CONTENT_TYPE": body[1], "BENCH_OUT": str(out)}
+    wrk = wrk_path()
     cmd = [
-        wrk_path(),
+        wrk or "",
         "-t1",
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
@@ -78,6 +84,18 @@ def run_wrk(
         str(workdir / "post.lua"),
         url,
     ]
+    if wrk is None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.pyload",
+            url,
+            str(body[0]),
+            body[1],
+            str(connections),
+            str(seconds),
+            str(out),
+        ]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     # wait4 gives wrk's own CPU use; the extra margin bounds a hung wrk.
