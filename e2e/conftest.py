@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from e2e import kind as kindmod
+from e2e.container import DEFAULT_IMAGE, ContainerUnavailable, ensure_image, run_container
 from e2e.targets import Target, selected_targets, wait_ready
 from service.training.digits_data import digit_png, load_split
 
@@ -58,14 +59,13 @@ def kind_cluster(request: pytest.FixtureRequest) -> kindmod.KindCluster:
     reason = kindmod.unavailable_reason()
     if reason:
         pytest.skip(reason)
-    cluster = kindmod.KindCluster(image=os.environ.get("ML_API_IMAGE", "ml-api:local"))
+    # The same tag the container target uses ($ML_API_IMAGE, default ml-api:local): one build serves both.
+    cluster = kindmod.KindCluster(image=DEFAULT_IMAGE)
     cluster.up()
     return cluster
 
 
 def _container_target() -> Iterator[Target]:
-    from e2e.container import ContainerUnavailable, ensure_image, run_container
-
     try:
         image = ensure_image()
     except ContainerUnavailable as exc:
