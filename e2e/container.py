@@ -55,7 +55,7 @@ _INPUT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")
 _INPUT_DIRS = ("service", "weights", "build/image")
 # Build args that change the image; their values (from the environment, as make sees them) are
 # part of the inputs hash.
-_BUILD_ARGS = ("BASE_IMAGE", "TORCH_INDEX_URL", "TORCHVISION_WEIGHTS", "PIP_INDEX_URL", "IMAGE_TARGET")
+_BUILD_ARGS = ("BASE_IMAGE", "TORCH_INDEX_URL", "TORCHVISION_WEIGHTS", "IMAGE_PIP_INDEX_URL", "IMAGE_TARGET")
 
 
 class ContainerUnavailable(RuntimeError):

@@ -11,7 +11,8 @@ BASE_IMAGE ?= ml-api-base:bookworm
 #   make image TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 TORCH_INDEX_URL ?=
 TORCHVISION_WEIGHTS ?=
-PIP_INDEX_URL ?=
+# Not PIP_INDEX_URL: a host-side pip setting in the environment (a file:// mirror) must not leak in.
+IMAGE_PIP_INDEX_URL ?=
 # Trusted by pip/urllib inside the build (TLS-intercepting proxy); a BuildKit secret, never a layer.
 CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 PIP_CONF ?=
@@ -36,13 +37,13 @@ image: venv $(_IMAGE_BASE_DEP) ## Build the container image $(IMAGE) (target $(I
 	@$(PY) e2e/container.py constraints build/image >/dev/null
 	@start=$$(date +%s); \
 	hash=$$(BASE_IMAGE='$(BASE_IMAGE)' TORCH_INDEX_URL='$(TORCH_INDEX_URL)' TORCHVISION_WEIGHTS='$(TORCHVISION_WEIGHTS)' \
-	  PIP_INDEX_URL='$(PIP_INDEX_URL)' IMAGE_TARGET='$(IMAGE_TARGET)' $(PY) e2e/container.py inputs-hash) || exit 1; \
+	  IMAGE_PIP_INDEX_URL='$(IMAGE_PIP_INDEX_URL)' IMAGE_TARGET='$(IMAGE_TARGET)' $(PY) e2e/container.py inputs-hash) || exit 1; \
 	DOCKER_BUILDKIT=1 $(DOCKER) build --progress=plain \
 	  --target $(IMAGE_TARGET) \
 	  --build-arg BASE_IMAGE='$(BASE_IMAGE)' \
 	  --build-arg TORCH_INDEX_URL='$(TORCH_INDEX_URL)' \
 	  --build-arg TORCHVISION_WEIGHTS='$(TORCHVISION_WEIGHTS)' \
-	  --build-arg PIP_INDEX_URL='$(PIP_INDEX_URL)' \
+	  --build-arg PIP_INDEX_URL='$(IMAGE_PIP_INDEX_URL)' \
 	  --build-arg VERSION='$(IMAGE_VERSION)' \
 	  --build-arg REVISION='$(IMAGE_REVISION)' \
 	  --build-arg SOURCE='$(IMAGE_SOURCE)' \
