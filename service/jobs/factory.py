@@ -13,4 +13,9 @@ def build_job_backend(settings: Settings, observer: JobObserver | None = None) -
 
         assert settings.redis_url is not None
         return RedisJobBackend(settings, observer=observer)
-    return MemoryJobBackend(max_queue=settings.jobs_max_queue, ttl_s=settings.job_ttl_s, observer=observer)
+    return MemoryJobBackend(
+        max_queue=settings.jobs_max_queue,
+        ttl_s=settings.job_ttl_s,
+        max_bytes=settings.max_body_bytes,
+        observer=observer,
+    )

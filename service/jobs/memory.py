@@ -9,15 +9,22 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
-from service.inference.errors import Overloaded
+from service.inference.errors import ImageTooLarge, Overloaded
 from service.jobs.base import JobBackend, JobObserver, JobRecord, JobRequest, JobRunner
 
 
 class MemoryJobBackend(JobBackend):
     def __init__(
-        self, *, max_queue: int, ttl_s: float, concurrency: int = 4, observer: JobObserver | None = None
+        self,
+        *,
+        max_queue: int,
+        ttl_s: float,
+        max_bytes: int | None = None,
+        concurrency: int = 4,
+        observer: JobObserver | None = None,
     ) -> None:
         self.max_queue = max_queue
+        self.max_bytes = max_bytes
         self.ttl_s = ttl_s
         self._concurrency = concurrency
         self._observer = observer
@@ -46,6 +53,8 @@ class MemoryJobBackend(JobBackend):
         existing = self._idempotency.get(idempotency_key) if idempotency_key is not None else None
         if existing is not None and (record := self._records.get(existing)) is not None:
             return record
+        if self.max_bytes is not None and len(request.image) > self.max_bytes:
+            raise ImageTooLarge(f"the image is {len(request.image)} bytes, over the {self.max_bytes}-byte limit")
         if self._queue.full():
             raise Overloaded("the job queue is full", retry_after=1)
         record = JobRecord(job_id=uuid.uuid4().hex)

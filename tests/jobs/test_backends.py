@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.inference.errors import Overloaded
+from service.inference.errors import ImageTooLarge, Overloaded
 from service.jobs.base import JobBackend, JobRecord, JobRequest, JobState
 from service.jobs.memory import MemoryJobBackend
 from service.jobs.redis_backend import RedisJobBackend
@@ -57,15 +57,21 @@ def make_backend(request: pytest.FixtureRequest) -> BackendFactory:
     """Builds a started backend of the parametrised kind: ``async with make_backend(runner, ...) as backend``."""
 
     @contextlib.asynccontextmanager
-    async def build(runner: GatedRunner, *, max_queue: int = 100, ttl_s: int = 3600) -> AsyncIterator[JobBackend]:
+    async def build(
+        runner: GatedRunner, *, max_queue: int = 100, ttl_s: int = 3600, max_bytes: int = 10_485_760
+    ) -> AsyncIterator[JobBackend]:
         backend: JobBackend
         with contextlib.ExitStack() as stack:
             if request.param == "memory":
-                backend = MemoryJobBackend(max_queue=max_queue, ttl_s=ttl_s, concurrency=1)
+                backend = MemoryJobBackend(max_queue=max_queue, ttl_s=ttl_s, max_bytes=max_bytes, concurrency=1)
             else:
                 server = stack.enter_context(redis_server_running())
                 settings = make_settings(
-                    jobs_backend="redis", redis_url=server.url, jobs_max_queue=max_queue, job_ttl_s=ttl_s
+                    jobs_backend="redis",
+                    redis_url=server.url,
+                    jobs_max_queue=max_queue,
+                    job_ttl_s=ttl_s,
+                    max_body_bytes=max_bytes,
                 )
                 backend = RedisJobBackend(settings, concurrency=1)
             await backend.start(runner)
@@ -219,3 +225,13 @@ async def test_finished_jobs_expire_after_the_ttl(make_backend: BackendFactory) 
         # The idempotency key expired with its job: the same key now makes a new job.
         fresh = await backend.submit(job(), idempotency_key="ttl-key")
         assert fresh.job_id != submitted.job_id
+
+
+async def test_an_image_over_the_size_limit_is_refused_before_it_is_queued(make_backend: BackendFactory) -> None:
+    runner = GatedRunner()
+    async with make_backend(runner, max_bytes=2048) as backend:
+        with pytest.raises(ImageTooLarge):
+            await backend.submit(job(image=b"x" * 2049))
+        accepted = await backend.submit(job(image=b"x" * 2048))
+        await runner.wait_started(1)
+        assert runner.started == [accepted.job_id]  # the refused one never reached a worker
