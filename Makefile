@@ -21,7 +21,7 @@ venv: $(VENV)/.installed ## Create/update the virtualenv with runtime and dev de
 
 .PHONY: help
 help: ## List targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk -F':.*?## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 .PHONY: run
 run: venv ## Serve on 127.0.0.1:$(PORT) with the bundled offline model
