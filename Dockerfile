@@ -51,8 +51,8 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 COPY build/image/constraints-torch.tx[t] /src/
 RUN --mount=type=secret,id=ca \
     --mount=type=secret,id=pipconf \
-    # An intercepting proxy's CA (the `ca` secret) must be trusted by pip and, for
-    # fetch-weights, by urllib; the secret exists only while this command runs.
+    # An intercepting proxy's CA (the `ca` secret) must be trusted by pip (PIP_CERT) and by
+    # anything using OpenSSL's defaults (SSL_CERT_FILE); the secret exists only during this RUN.
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca SSL_CERT_FILE=/run/secrets/ca; fi; \
     if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
     [ -n "${PIP_INDEX_URL:-}" ] || unset PIP_INDEX_URL; \

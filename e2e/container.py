@@ -51,8 +51,15 @@ DEFAULT_BASE_IMAGE = os.environ.get("BASE_IMAGE", "ml-api-base:bookworm")
 HASH_LABEL = "io.ml-api.inputs-hash"
 CONTAINER_PORT = 8000
 # Files and directories the image is built from (must match the allow-list in .dockerignore).
-_INPUT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")
-_INPUT_DIRS = ("service", "weights", "build/image")
+_INPUT_FILES = (
+    "Dockerfile",
+    ".dockerignore",
+    "pyproject.toml",
+    "README.md",
+    "build/image/constraints.txt",
+    "build/image/constraints-torch.txt",
+)
+_INPUT_DIRS = ("service", "weights")
 # Build args that change the image; their values (from the environment, as make sees them) are
 # part of the inputs hash.
 _BUILD_ARGS = ("BASE_IMAGE", "TORCH_INDEX_URL", "TORCHVISION_WEIGHTS", "IMAGE_PIP_INDEX_URL", "IMAGE_TARGET")

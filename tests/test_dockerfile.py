@@ -162,3 +162,66 @@ def test_build_context_holds_only_what_the_build_reads(tmp_path: Path) -> None:
     allowed_build = {"build", "build/image", "build/image/constraints.txt", "build/image/constraints-torch.txt"}
     assert {n.rstrip("/") for n in names if n.startswith("build")} <= allowed_build
     assert sum(m.size for m in members) < 20 * 2**20
+
+
+def _fake_context(root: Path) -> None:
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
+        (root / name).write_text(name)
+    (root / "service").mkdir()
+    (root / "service" / "app.py").write_text("x = 1\n")
+    (root / "build" / "image").mkdir(parents=True)
+    (root / "build" / "image" / "constraints.txt").write_text("a==1\n")
+
+
+def test_image_inputs_hash_follows_the_build_inputs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """e2e/container.py reuses an image while this hash is unchanged: it must change with what the
+    build reads and ignore what it does not (logs, reports, caches, the rest of the tree)."""
+    from e2e import container
+
+    _fake_context(tmp_path)
+    monkeypatch.setattr(container, "REPO", tmp_path)
+    for var in ("BASE_IMAGE", "TORCH_INDEX_URL", "TORCHVISION_WEIGHTS", "IMAGE_PIP_INDEX_URL", "IMAGE_TARGET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(container, "_docker", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", ""))
+    first = container.inputs_hash()
+
+    (tmp_path / "build" / "image" / "build.log").write_text("log")
+    (tmp_path / "build" / "image" / "container-report.json").write_text("{}")
+    (tmp_path / "service" / "__pycache__").mkdir()
+    (tmp_path / "service" / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\0")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_x.py").write_text("")
+    assert container.inputs_hash() == first
+
+    (tmp_path / "service" / "app.py").write_text("x = 2\n")
+    second = container.inputs_hash()
+    assert second != first
+    (tmp_path / "build" / "image" / "constraints.txt").write_text("a==2\n")
+    third = container.inputs_hash()
+    assert third != second
+    assert container.inputs_hash({"TORCHVISION_WEIGHTS": "resnet50:IMAGENET1K_V2"}) != third
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "w.pth").write_bytes(b"w")
+    assert container.inputs_hash() != third
+
+
+def test_constraints_pin_the_installed_runtime_closure(tmp_path: Path) -> None:
+    """The pins `make image` passes to the build are this environment's versions of ml-api's
+    runtime dependency closure, torch's closure in a file of its own."""
+    import importlib.metadata as md
+
+    from e2e import container
+
+    torch_file, all_file = container.write_constraints(tmp_path)
+    torch_pins = dict(line.split("==") for line in torch_file.read_text().splitlines()[1:])
+    all_pins = dict(line.split("==") for line in all_file.read_text().splitlines()[1:])
+    assert torch_pins["torch"] == md.version("torch")
+    assert torch_pins["torchvision"] == md.version("torchvision")
+    assert all_pins["fastapi"] == md.version("fastapi")
+    assert all_pins["gunicorn"] == md.version("gunicorn")
+    assert set(torch_pins) <= set(all_pins)
+    assert "ml-api" not in all_pins
+    assert "pytest" not in all_pins  # dev tools are not runtime dependencies
+    before = all_file.stat().st_mtime_ns
+    container.write_constraints(tmp_path)  # unchanged content: file left alone (layer cache)
+    assert all_file.stat().st_mtime_ns == before
