@@ -41,9 +41,9 @@ REPORT = REPO / "build" / "image" / "container-report.json"
 PREDICT = "/api/v1/predict/upload"
 
 
-def _report(config: pytest.Config, **values: object) -> None:
-    """Merge ``values`` into the JSON report and show them in the terminal summary."""
-    data = json.loads(REPORT.read_text()) if REPORT.is_file() else {}
+def _report(config: pytest.Config, *, fresh: bool = False, **values: object) -> None:
+    """Merge ``values`` into this run's JSON report (``fresh``: start it) and show them."""
+    data = json.loads(REPORT.read_text()) if REPORT.is_file() and not fresh else {}
     data.update(values)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -83,7 +83,7 @@ def built(request: pytest.FixtureRequest) -> BuildResult:
         values["build_seconds"] = round(result.seconds, 1)
     else:
         values["reused_up_to_date_image"] = True
-    _report(request.config, **values)
+    _report(request.config, fresh=True, **values)
     return result
 
 
