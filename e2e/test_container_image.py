@@ -456,3 +456,22 @@ def test_weights_from_the_build_context_are_baked_and_served_offline(
     want = classify_in_process(reference, [png], top_k=3)[0].predictions
     assert [p["label"] for p in body["predictions"]] == [p.label for p in want]
     assert body["predictions"][0]["confidence"] == pytest.approx(want[0].confidence, abs=1e-4)
+
+
+def test_two_workers_share_metrics_from_tmp_and_exit_0(built: BuildResult) -> None:
+    """ML_API_WORKERS=2 needs prometheus_client's multiprocess directory: it must land in the
+    tmpfs (the root is read-only), /metrics must aggregate both workers, and SIGTERM still exits 0."""
+    with run_container(built.tag, env={"ML_API_WORKERS": "2"}) as c:
+        png, _ = digit_png(0)
+        for _ in range(6):
+            resp = httpx.post(f"{c.base_url}{PREDICT}", content=png, headers={"Content-Type": "image/png"}, timeout=30)
+            assert resp.status_code == 200
+        metrics = httpx.get(f"{c.base_url}/metrics", timeout=10).text
+        total = sum(
+            float(m.group(1))
+            for m in re.finditer(r'^ml_api_predictions_total\{[^}]*outcome="success"[^}]*\} (\S+)$', metrics, re.M)
+        )
+        assert total == 6  # the sum over both workers, whichever served which request
+        dbs = _exec(c, "python", "-c", "import glob; print(len(glob.glob('/tmp/**/*.db', recursive=True)))")
+        assert int(dbs.stdout) >= 2  # prometheus_client's per-process files, on the tmpfs
+        assert c.stop(signal.SIGTERM) == 0
