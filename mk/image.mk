@@ -33,7 +33,7 @@ base-image: ## Local Debian bookworm base image via debootstrap + docker import 
 _IMAGE_BASE_DEP := $(if $(findstring ml-api-base,$(BASE_IMAGE)),base-image,)
 
 .PHONY: image
-image: venv $(_IMAGE_BASE_DEP) ## Build the container image $(IMAGE) (target $(IMAGE_TARGET)) with BuildKit
+image: venv $(_IMAGE_BASE_DEP) ## Build the container image (IMAGE=ml-api:local, IMAGE_TARGET=cpu|cuda) with BuildKit
 	@$(PY) e2e/container.py constraints build/image >/dev/null
 	@start=$$(date +%s); \
 	hash=$$(BASE_IMAGE='$(BASE_IMAGE)' TORCH_INDEX_URL='$(TORCH_INDEX_URL)' TORCHVISION_WEIGHTS='$(TORCHVISION_WEIGHTS)' \
