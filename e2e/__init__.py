@@ -1,1 +1,1 @@
-"""Black-box end-to-end tests over HTTP, against a container or a kind cluster (docs/devloop.md)."""
+"""Black-box end-to-end tests over HTTP against a container or a kind cluster (docs/devloop.md)."""

@@ -1,4 +1,4 @@
-"""docs/devloop.md's "Manual calls" run verbatim against each target, so the docs cannot rot."""
+"""The README's "Manual calls" run verbatim against each target, so the docs cannot rot."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from e2e.targets import Target
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "devloop.md"
+DOC = Path(__file__).resolve().parent.parent / "README.md"
 MARKED_BLOCK = re.compile(r"<!-- e2e: manual-calls -->\s*\n```bash\n(.*?)\n```", re.S)
 
 
@@ -19,7 +19,7 @@ def manual_call_blocks() -> list[str]:
     return MARKED_BLOCK.findall(DOC.read_text())
 
 
-def test_devloop_doc_has_manual_call_blocks() -> None:
+def test_readme_has_manual_call_blocks() -> None:
     blocks = manual_call_blocks()
     assert len(blocks) == 4
     assert all("curl" in block for block in blocks)

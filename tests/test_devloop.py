@@ -305,7 +305,7 @@ def test_missing_tools_are_named_with_how_to_install_them(tmp_path: Path) -> Non
 
 
 def test_quick_start_lists_exactly_existing_make_targets() -> None:
-    doc = (ROOT / "docs" / "devloop.md").read_text()
+    doc = (ROOT / "README.md").read_text()
     section = doc.split("## Quick start on kind", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)\n```", section, re.S)
     assert block
