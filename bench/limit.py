@@ -15,7 +15,7 @@ import torch
 from service.inference.device import configure_torch_threads, select_device, select_dtype
 from service.inference.images import decode_image
 from service.inference.sources import load_model
-from service.settings import ModelSpec
+from service.settings import ModelSpec, Settings
 
 
 @dataclass
@@ -26,6 +26,7 @@ class LimitPoint:
     images_per_s: float
     decode_ms_per_image: float
     model_ms_per_batch: float
+    cpu_ms_per_image: float  # process CPU time (every thread): comparable with the server's under foreign load
 
 
 def measure_limit(
@@ -60,12 +61,12 @@ def measure_limit(
         for _ in range(2):  # warm-up: allocator, oneDNN primitive cache, cuDNN autotune
             one_batch(n)
         images, decode_s, model_s, batches = 0, 0.0, 0.0, 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         deadline = start + seconds
         while time.perf_counter() < deadline and batches < 10_000:
             d, m = one_batch(n)
             decode_s, model_s, images, batches = decode_s + d, model_s + m, images + n, batches + 1
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         points.append(
             LimitPoint(
                 n,
@@ -74,6 +75,7 @@ def measure_limit(
                 round(images / elapsed, 2),
                 round(1000 * decode_s / images, 3),
                 round(1000 * model_s / batches, 3),
+                round(1000 * cpu / images, 2),
             )
         )
     best = max(points, key=lambda p: p.images_per_s)
@@ -104,8 +106,8 @@ def main() -> None:
     p.add_argument("--precision", default=os.environ.get("ML_API_PRECISION", "fp32"))
     p.add_argument(
         "--channels-last",
-        action="store_true",
-        default=os.environ.get("ML_API_CHANNELS_LAST", "").lower() in ("1", "true", "yes"),
+        action=argparse.BooleanOptionalAction,
+        default=Settings().channels_last,  # the service's setting: its default or ML_API_CHANNELS_LAST
     )
     p.add_argument("--threads", type=int, default=int(os.environ.get("ML_API_TORCH_THREADS", "0")))
     p.add_argument("--seconds", type=float, default=4.0)

@@ -39,6 +39,31 @@ def levels_table(result: dict) -> list[str]:
     return lines
 
 
+def targets(s: dict) -> list[str]:
+    """Issue 9's targets against this model's figures (met / missed, and by how much)."""
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    lines = ["| target (issue 9) | figure | |", "|---|---|---|"]
+    for body in ("raw", "multipart"):
+        r = s.get(f"served_over_limit_{body}")
+        if r is not None and r == r:  # not NaN
+            lines.append(f"| served >= 90% of the limit at saturation ({body}) | {_pct(r)} | {mark(r >= 0.9)} |")
+    if "served_over_naive_min" in s:
+        w = s["served_over_naive_min"]
+        lines.append(
+            f"| served >= naive at every concurrency | lowest {_fmt(w['ratio'])}x (c={w['concurrency']}, {w['body']}) "
+            f"| {mark(w['ratio'] >= 1)} |"
+        )
+    for body, v in s.get("p99_over_p50_c16", {}).items():
+        lines.append(f"| p99 <= 3x p50 at concurrency 16 ({body}) | {v}x | {mark(v <= 3)} |")
+    if "probe_max_ms_c64" in s:
+        v = s["probe_max_ms_c64"]
+        lines.append(f"| `/health/live` max < 50 ms at concurrency 64 | {_fmt(v)} ms | {mark(v < 50)} |")
+    return lines if len(lines) > 2 else []
+
+
 def render(report: dict) -> str:
     m = report["machine"]
     cfg = report["config"]
@@ -96,6 +121,12 @@ def render(report: dict) -> str:
                     f"- {body} body: served at saturation **{_fmt(s[f'served_saturated_{body}'])} images/s = "
                     f"{_pct(s.get(f'served_over_limit_{body}'))} of the limit**"
                 )
+                if f"cpu_efficiency_{body}" in s:
+                    line += (
+                        f" (CPU per image: limit {_fmt(s['limit_cpu_ms_per_image'])} ms, served "
+                        f"{_fmt(s[f'served_cpu_ms_per_image_{body}'])} ms, i.e. the service spends "
+                        f"{_pct(s[f'cpu_efficiency_{body}'])} of its CPU on the limit's work)"
+                    )
                 if f"naive_saturated_{body}" in s:
                     line += (
                         f"; naive {_fmt(s[f'naive_saturated_{body}'])} images/s, so **served/naive = "
@@ -114,6 +145,7 @@ def render(report: dict) -> str:
         if "probe_max_ms_c64" in s:
             ratios.append(f"- `/health/live` max while saturated at concurrency 64: {_fmt(s['probe_max_ms_c64'])} ms")
         out += [*ratios, ""]
+        out += targets(s) + [""]
         out += [
             f"Start to ready (`/health/ready` 200): service {_fmt(svc.get('start_to_ready_s'))} s, naive "
             f"{_fmt(naive.get('start_to_ready_s'))} s. Peak RSS per worker: service "
