@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     max_image_pixels: Annotated[int, Field(ge=64)] = 25_000_000
     max_batch_items: Annotated[int, Field(ge=1, le=1024)] = 32
     decode_threads: Annotated[int, Field(ge=1, le=64)] = 2
+    # Nice increment of inference/decode threads so the event loop (health probes) preempts them.
+    worker_niceness: Annotated[int, Field(ge=0, le=19)] = 5
 
     # URL fetching
     url_fetch_enabled: bool = True

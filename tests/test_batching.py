@@ -194,3 +194,20 @@ async def test_expired_requests_are_dropped_before_inference_and_full_queue_is_r
     # The expired image never reached the model: only the blocker and the two queued ones ran.
     assert sum(seen) == 3
     assert batcher.stats.rejected == 1
+
+
+async def test_inference_threads_run_at_lower_priority_than_the_event_loop() -> None:
+    import os
+    import threading
+
+    seen: list[int] = []
+
+    def record_nice(model: LoadedModel, batch: torch.Tensor, top_ks: list[int], embed: list[bool]) -> list[ItemResult]:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return model.run(batch, top_ks, embed)
+
+    batcher = DynamicBatcher(_loaded(), max_batch_size=4, max_queue_size=8, run=record_nice, niceness=5)
+    await batcher.submit([_tensor()], deadline=time.monotonic() + 5)
+    await batcher.close()
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert seen == [min(19, loop_nice + 5)]

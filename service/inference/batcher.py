@@ -21,6 +21,7 @@ import torch
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext
 
+from service.inference.device import lower_thread_priority
 from service.inference.errors import (
     InferenceError,
     InferenceFailed,
@@ -86,6 +87,7 @@ class DynamicBatcher:
         observer: BatchObserver | None = None,
         run: Callable[[LoadedModel, torch.Tensor, list[int], list[bool]], list[ItemResult]] | None = None,
         tracer: trace.Tracer | None = None,
+        niceness: int = 0,
     ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
@@ -97,7 +99,12 @@ class DynamicBatcher:
         self._tracer = tracer or _default_tracer
         self._run_model = run or (lambda m, batch, top_ks, embed: m.run(batch, top_ks, embed))
         self._queue: deque[_Item] = deque()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model.name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"infer-{model.name}",
+            initializer=lower_thread_priority,
+            initargs=(niceness,),
+        )
         # Created lazily inside the running loop (MLServer's lesson: never bind to a foreign loop).
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None

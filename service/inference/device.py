@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -57,3 +58,19 @@ def configure_torch_threads(workers: int, configured: int) -> int:
     threads = torch_threads_for(workers, configured, cpu_quota())
     torch.set_num_threads(threads)
     return threads
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by ``niceness`` (Linux: nice is per thread).
+
+    Used as the initializer of inference and decode threads: at saturation the event loop, which
+    answers health probes and accepts requests, then preempts them instead of queueing behind them.
+    Threads they start (torch's OpenMP pool) inherit the value.
+    """
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+    except OSError as exc:  # e.g. a seccomp profile that forbids it: run at normal priority
+        log.debug("could not lower thread priority: %s", exc)

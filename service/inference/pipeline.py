@@ -14,6 +14,7 @@ import torch
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from service.inference.device import lower_thread_priority
 from service.inference.errors import EmbeddingUnsupported, InferenceError, ShuttingDown
 from service.inference.images import decode_image
 from service.inference.model import ItemResult
@@ -72,7 +73,12 @@ class InferencePipeline:
         self._tracer = tracer or _default_tracer
         self.registry = registry
         self._observer = observer
-        self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+        self._decode_pool = ThreadPoolExecutor(
+            max_workers=settings.decode_threads,
+            thread_name_prefix="decode",
+            initializer=lower_thread_priority,
+            initargs=(settings.worker_niceness,),
+        )
         self.draining = False
         self.inflight = 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import time
@@ -126,6 +127,9 @@ class ModelRegistry:
                 if self.settings.warmup:
                     await self._warm_up(entry)
             self.warmed_up = True
+            # Everything loaded so far (torch, the model, the app) lives as long as the process: move
+            # it out of the collector's reach so full collections stop scanning it on the event loop.
+            gc.freeze()
         except Exception as exc:
             self.startup_error = str(exc)
             log.error("default model failed to load: %s", exc)
@@ -181,6 +185,7 @@ class ModelRegistry:
                 max_batch_wait_s=self.settings.max_batch_wait_ms / 1000,
                 observer=self._batch_observer,
                 tracer=self._tracer,
+                niceness=self.settings.worker_niceness,
             )
             entry.load_seconds = time.monotonic() - started
             entry.state = LoadState.LOADED
