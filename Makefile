@@ -37,12 +37,12 @@ train-demo: venv ## Retrain the bundled offline digits model
 
 .PHONY: lint
 lint: venv ## ruff
-	$(VENV)/bin/ruff check service tests e2e
-	$(VENV)/bin/ruff format --check service tests e2e
+	$(VENV)/bin/ruff check service tests e2e bench k8s
+	$(VENV)/bin/ruff format --check service tests e2e bench k8s
 
 .PHONY: test
 test: venv tools ## Run every test suite (docker/redis/prometheus tests skip with a reason when absent)
-	$(VENV)/bin/ruff check service tests e2e
+	$(VENV)/bin/ruff check service tests e2e bench k8s
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests e2e
 
 -include mk/*.mk

@@ -48,7 +48,7 @@ async def _worker(host: str, port: int, request: bytes, end: float, lat: list[fl
 
 async def main(url: str, body_file: str, content_type: str, connections: int, seconds: float, out: str) -> None:
     parts = urlsplit(url)
-    body = open(body_file, "rb").read()  # noqa: ASYNC230, SIM115
+    body = open(body_file, "rb").read()  # noqa: SIM115
     request = (
         f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
@@ -77,7 +77,7 @@ async def main(url: str, body_file: str, content_type: str, connections: int, se
             "p50": pct(50), "p90": pct(90), "p95": pct(95), "p99": pct(99),
         },
     }  # fmt: skip
-    with open(out, "w") as f:  # noqa: ASYNC230
+    with open(out, "w") as f:
         json.dump(summary, f)
 
 

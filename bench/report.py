@@ -145,7 +145,7 @@ def render(report: dict) -> str:
         if "probe_max_ms_c64" in s:
             ratios.append(f"- `/health/live` max while saturated at concurrency 64: {_fmt(s['probe_max_ms_c64'])} ms")
         out += [*ratios, ""]
-        out += targets(s) + [""]
+        out += [*targets(s), ""]
         out += [
             f"Start to ready (`/health/ready` 200): service {_fmt(svc.get('start_to_ready_s'))} s, naive "
             f"{_fmt(naive.get('start_to_ready_s'))} s. Peak RSS per worker: service "

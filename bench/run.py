@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.images import make_jpeg
 from bench.procs import Probe, Server, free_port, http_get, system_busy_seconds, vm_hwm_mib
-from bench.wrk import loadgen_name, run_wrk, wrk_path, write_bodies
+from bench.wrk import loadgen_name, run_wrk, write_bodies, wrk_path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -85,10 +85,8 @@ def drain(server: Server, timeout: float = 20.0) -> float:
     and neither server cancels work on disconnect), so each level starts from an idle server."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        try:
+        with contextlib.suppress(OSError):
             http_get(server.port, "/health/live", timeout=timeout)  # queued behind a blocked loop
-        except OSError:
-            pass
         n = inflight(server.port) if server.name == "service" else 0
         if not n:
             break
