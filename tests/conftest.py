@@ -24,6 +24,29 @@ from service.training.digits_data import digit_png, load_split
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def schemas_root() -> Path | None:
+    """Third-party JSON schemas (crds/, skaffold/): ``$ML_API_SCHEMAS_DIR``, else ../shared/schemas.
+
+    They are not the project's, so they are read from beside the checkout, never copied into it.
+    """
+    env = os.environ.get("ML_API_SCHEMAS_DIR")
+    for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "schemas"]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The pinned helm binary; tests that need it skip with the install command otherwise."""
+    from tests.chart.helm import helm_path
+
+    path = helm_path()
+    if path is None:
+        pytest.skip("helm not installed: run `make tools` (pinned helm in .tools/bin) or set HELM=/path/to/helm")
+    return path
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

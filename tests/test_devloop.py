@@ -19,7 +19,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart.helm import CRD_KINDS, helm_path, render, schemas_dir
+from tests.chart.helm import CRD_KINDS, render, schemas_dir
+from tests.conftest import schemas_root
 
 ROOT = Path(__file__).resolve().parent.parent
 SKAFFOLD = ROOT / "skaffold.yaml"
@@ -35,13 +36,11 @@ def load(path: Path) -> Any:
 
 
 def skaffold_schema() -> dict[str, Any]:
-    env = os.environ.get("ML_API_SCHEMAS_DIR")
-    candidates = [Path(env) / "skaffold" / "v4beta14.json"] if env else []
-    candidates.append(ROOT.parent / "shared" / "schemas" / "skaffold" / "v4beta14.json")
-    for path in candidates:
-        if path.is_file():
-            return json.loads(path.read_text())
-    pytest.skip("skaffold v4beta14 schema not found (../shared/schemas/skaffold or $ML_API_SCHEMAS_DIR/skaffold)")
+    root = schemas_root()
+    path = root / "skaffold" / "v4beta14.json" if root is not None else None
+    if path is None or not path.is_file():
+        pytest.skip("skaffold v4beta14 schema not found (../shared/schemas/skaffold or $ML_API_SCHEMAS_DIR/skaffold)")
+    return json.loads(path.read_text())
 
 
 def apply_patches(doc: dict[str, Any], patches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -340,14 +339,6 @@ def validate(docs: list[dict[str, Any]]) -> list[str]:
 
 
 KIND_SETS = ["image.repository=ml-api", "image.tag=local"]
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    path = helm_path()
-    if path is None:
-        pytest.skip("helm not installed (make tools)")
-    return path
 
 
 @pytest.mark.helm

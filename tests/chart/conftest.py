@@ -8,15 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart.helm import CHART, CaseDocs, Rendered, ci_cases, helm_path, render_all
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    path = helm_path()
-    if path is None:
-        pytest.skip("helm not installed: run `make tools` (pinned helm in .tools/bin) or set HELM=/path/to/helm")
-    return path
+from tests.chart.helm import CHART, CaseDocs, Rendered, ci_cases, render_all
 
 
 @pytest.fixture(scope="session")

@@ -43,13 +43,11 @@ def helm_path() -> str | None:
 
 
 def schemas_dir() -> Path | None:
-    env = os.environ.get("ML_API_SCHEMAS_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(ROOT.parent / "shared" / "schemas" / "crds")
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return None
+    """The CRD schemas (``crds/`` under the shared schemas root)."""
+    from tests.conftest import schemas_root
+
+    root = schemas_root()
+    return root / "crds" if root is not None and (root / "crds").is_dir() else None
 
 
 class HelmError(Exception):

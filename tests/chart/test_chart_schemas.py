@@ -85,7 +85,9 @@ def _crd_validator(rel: str) -> jsonschema.Draft7Validator:
 def crd_schemas() -> Path:
     base = schemas_dir()
     if base is None:
-        pytest.skip("CRD schemas not found: set ML_API_SCHEMAS_DIR or provide ../shared/schemas/crds")
+        pytest.skip(
+            "CRD schemas not found: provide ../shared/schemas/crds or set ML_API_SCHEMAS_DIR to a dir with crds/"
+        )
     return base
 
 
