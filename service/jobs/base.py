@@ -37,12 +37,6 @@ class JobRecord:
         return self.status in TERMINAL
 
 
-class JobOutcome(Protocol):
-    status: JobState
-    result: dict[str, Any] | None
-    error: dict[str, Any] | None
-
-
 # Runs one job: returns ("completed", PredictionResponse dict, None) or ("failed", None, ErrorBody dict).
 JobRunner = Callable[[str, JobRequest], Awaitable[tuple[JobState, dict[str, Any] | None, dict[str, Any] | None]]]
 
