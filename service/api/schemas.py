@@ -8,7 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ImageInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The exactly-one-source rule in the schema too, so generated clients and fuzzers know it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["image_url"]}, {"required": ["image_base64"]}]},
+    )
 
     image_url: str | None = Field(default=None, max_length=4096, description="http(s) URL fetched by the server")
     image_base64: str | None = Field(
