@@ -133,6 +133,23 @@ class InferencePipeline:
                 self._count(name, version, outcome)
             return BatchResult(name, version, outcomes, elapsed_ms)
 
+    async def classify_one(
+        self,
+        image: bytes,
+        *,
+        model: str | None = None,
+        version: str | None = None,
+        top_k: int = 5,
+        embed: bool = False,
+        deadline: float | None = None,
+    ) -> tuple[ItemResult, BatchResult]:
+        """Classify one image; its own failure is raised instead of returned."""
+        batch = await self.classify([image], model=model, version=version, top_k=top_k, embed=embed, deadline=deadline)
+        outcome = batch.outcomes[0]
+        if isinstance(outcome, InferenceError):
+            raise outcome
+        return outcome, batch
+
     def _count(self, name: str, version: str, outcome: ItemResult | InferenceError) -> None:
         if self._observer is None:
             return

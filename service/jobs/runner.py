@@ -14,12 +14,9 @@ JOB_PATH = "/api/v1/predict/async"
 def pipeline_runner(pipeline: InferencePipeline):  # type: ignore[no-untyped-def]
     async def run(job_id: str, request: JobRequest) -> tuple[JobState, dict[str, Any] | None, dict[str, Any] | None]:
         try:
-            batch = await pipeline.classify(
-                [request.image], model=request.model, version=request.model_version, top_k=request.top_k
+            outcome, batch = await pipeline.classify_one(
+                request.image, model=request.model, version=request.model_version, top_k=request.top_k
             )
-            outcome = batch.outcomes[0]
-            if isinstance(outcome, InferenceError):
-                raise outcome
         except InferenceError as exc:
             return (
                 "failed",

@@ -11,7 +11,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from prometheus_fastapi_instrumentator.metrics import Info
 
-from service.observability.metrics import HTTP_LATENCY_BUCKETS, _exemplar, multiprocess_dir
+from service.observability.metrics import HTTP_LATENCY_BUCKETS, multiprocess_dir, trace_exemplar
 
 
 def _latency_with_exemplars(registry: CollectorRegistry) -> Callable[[Info], None]:
@@ -25,7 +25,7 @@ def _latency_with_exemplars(registry: CollectorRegistry) -> Callable[[Info], Non
     )
 
     def observe(info: Info) -> None:
-        histogram.labels(info.modified_handler, info.method).observe(info.modified_duration, exemplar=_exemplar())
+        histogram.labels(info.modified_handler, info.method).observe(info.modified_duration, exemplar=trace_exemplar())
 
     return observe
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -83,11 +84,11 @@ class InferenceMetrics:
 
     # BatchObserver
     def batch_done(self, model: str, version: str, size: int, seconds: float) -> None:
-        self.inference_duration.labels(model, version).observe(seconds, exemplar=_exemplar())
+        self.inference_duration.labels(model, version).observe(seconds, exemplar=trace_exemplar())
         self.batch_size.labels(model, version).observe(size)
 
     def queue_wait(self, model: str, version: str, seconds: float) -> None:
-        self.queue_wait_seconds.labels(model, version).observe(seconds, exemplar=_exemplar())
+        self.queue_wait_seconds.labels(model, version).observe(seconds, exemplar=trace_exemplar())
 
     def queue_depth(self, model: str, version: str, depth: int) -> None:
         self.queue_depth_gauge.labels(model, version).set(depth)
@@ -98,7 +99,7 @@ class InferenceMetrics:
 
     # PipelineObserver
     def image_decoded(self, seconds: float) -> None:
-        self.image_decode.observe(seconds, exemplar=_exemplar())
+        self.image_decode.observe(seconds, exemplar=trace_exemplar())
 
     def prediction(self, model: str, version: str, outcome: str) -> None:
         self.predictions.labels(model, version, outcome).inc()
@@ -115,12 +116,10 @@ class InferenceMetrics:
         self.jobs_queue_depth.set(depth)
 
 
-def _exemplar() -> dict[str, str] | None:
+def trace_exemplar() -> dict[str, str] | None:
     """The current trace ID as an exemplar; prometheus_client drops exemplars in multiprocess mode."""
     if multiprocess_dir():
         return None
-    from opentelemetry import trace
-
     ctx = trace.get_current_span().get_span_context()
     if not ctx.is_valid or not ctx.trace_flags.sampled:
         return None

@@ -63,12 +63,9 @@ async def _classify_single(
     embed: bool = False,
 ) -> tuple[ItemResult, BatchResult]:
     """Classify one image; its error, if any, becomes the response's error."""
-    batch = await pipeline.classify([data], model=selection.model, version=selection.version, top_k=top_k, embed=embed)
-    _note_model(request, batch.model_name, batch.model_version)
-    outcome = batch.outcomes[0]
-    if isinstance(outcome, InferenceError):
-        raise outcome
-    return outcome, batch
+    name, version = pipeline.registry.resolve(selection.model, selection.version)
+    _note_model(request, name, version)
+    return await pipeline.classify_one(data, model=name, version=version, top_k=top_k, embed=embed)
 
 
 @router.post("/predict", response_model=PredictionResponse, summary="Classify one image (URL or base64)")
@@ -119,9 +116,10 @@ async def predict_batch(
     selection: SelectionDep,
 ) -> dict[str, Any]:
     _check_batch_size(body, settings.max_batch_items)
-    read = await asyncio.gather(*(_read_or_error(reader, source) for source in body.images))
+    # An unknown model is a 404 before any URL is fetched.
     name, version = pipeline.registry.resolve(selection.model, selection.version)
     _note_model(request, name, version)
+    read = await asyncio.gather(*(_read_or_error(reader, source) for source in body.images))
     images = [item for item in read if isinstance(item, bytes)]
     batch = await pipeline.classify(images, model=name, version=version, top_k=body.top_k) if images else None
     classified = iter(batch.outcomes if batch else [])
@@ -161,11 +159,10 @@ async def predict_stream(
     async def one(index: int, source: ImageInput) -> dict[str, Any]:
         try:
             data = await reader.read(source)
-            batch = await pipeline.classify([data], model=name, version=version, top_k=body.top_k, deadline=deadline)
-            outcome = batch.outcomes[0]
-            if isinstance(outcome, InferenceError):
-                raise outcome
-            return {"index": index, **batch.prediction_payload(outcome, request_id)}
+            result, batch = await pipeline.classify_one(
+                data, model=name, version=version, top_k=body.top_k, deadline=deadline
+            )
+            return {"index": index, **batch.prediction_payload(result, request_id)}
         except InferenceError as exc:
             return {"index": index, "error": error_from_inference(exc, path)}
 
