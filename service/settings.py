@@ -138,9 +138,6 @@ class Settings(BaseSettings):
     def api_key_values(self) -> tuple[bytes, ...]:
         return tuple(key.get_secret_value().encode() for key in self.api_keys)
 
-    def spec(self, name: str, version: str) -> ModelSpec | None:
-        return next((s for s in self.models if s.key == (name, version)), None)
-
     def versions_of(self, name: str) -> list[str]:
         return [s.version for s in self.models if s.name == name]
 

@@ -71,10 +71,6 @@ class BatcherStats:
         if len(self.sizes) < 10_000:
             self.sizes.append(size)
 
-    @property
-    def mean_batch(self) -> float:
-        return self.images / self.batches if self.batches else 0.0
-
 
 class DynamicBatcher:
     def __init__(

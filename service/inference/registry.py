@@ -100,10 +100,6 @@ class ModelRegistry:
         return self.startup_complete and self.warmed_up and self.startup_error is None
 
     @property
-    def all_loaded(self) -> bool:
-        return all(e.state is LoadState.LOADED for e in self._entries.values())
-
-    @property
     def any_failed(self) -> bool:
         return any(e.state is LoadState.FAILED for e in self._entries.values())
 
