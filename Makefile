@@ -35,14 +35,18 @@ serve-prod: venv ## Serve with gunicorn + uvicorn workers (production settings)
 train-demo: venv ## Retrain the bundled offline digits model
 	$(PY) -m service.training.train_demo
 
+LINT_PATHS := service tests e2e bench k8s scripts
+
 .PHONY: lint
-lint: venv ## ruff
-	$(VENV)/bin/ruff check service tests e2e bench k8s
-	$(VENV)/bin/ruff format --check service tests e2e bench k8s
+lint: venv ## ruff (lint and format) and mypy (strict on service/)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 .PHONY: test
 test: venv tools ## Run every test suite (docker/redis/prometheus tests skip with a reason when absent)
-	$(VENV)/bin/ruff check service tests e2e bench k8s
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests e2e
 
 -include mk/*.mk

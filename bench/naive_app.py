@@ -1,4 +1,4 @@
-"""The seed's naive pattern, for comparison: one inference per request, on the event loop.
+"""The naive pattern many FastAPI model services use, for comparison: one inference per request, on the event loop.
 
 This is what a first FastAPI model server usually looks like: an ``async def`` endpoint that
 decodes with PIL, runs torchvision transforms and calls the model inline, so every request blocks

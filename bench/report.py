@@ -45,7 +45,7 @@ def targets(s: dict) -> list[str]:
     def mark(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
-    lines = ["| target (issue 9) | figure | |", "|---|---|---|"]
+    lines = ["| target | figure | |", "|---|---|---|"]
     for body in ("raw", "multipart"):
         r = s.get(f"served_over_limit_{body}")
         if r is not None and r == r:  # not NaN
@@ -78,7 +78,7 @@ def render(report: dict) -> str:
         "`decode_image`, `Preprocessing.to_uint8_tensor`, `LoadedModel.run`), no HTTP, at its best batch size;",
         "- **service**: this service, production server (`gunicorn -c python:service.gunicorn_conf 'service.app:create_app()'`, "
         "uvicorn worker, production settings), `POST /api/v1/predict/upload`;",
-        "- **naive**: the seed's pattern (`bench/naive_app.py`): an `async def` FastAPI endpoint doing PIL decode + "
+        "- **naive**: the common FastAPI pattern (`bench/naive_app.py`): an `async def` FastAPI endpoint doing PIL decode + "
         "torchvision transforms + one forward pass per request on the event loop, uvicorn, one worker.",
         "",
         f"Load: {cfg['load_generator']}; N connections = N requests in flight, for "

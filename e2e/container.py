@@ -21,16 +21,12 @@ image ID), so repeated test runs reuse it. ``run_container`` always runs with ``
 --tmpfs /tmp --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges`` and publishes
 port 8000 on 127.0.0.1 only, on a port Docker picks.
 
-Also a small CLI used by ``mk/image.mk``: ``python e2e/container.py constraints DIR`` writes the
-pins from the running interpreter's environment, ``python e2e/container.py inputs-hash`` prints
-the hash that ``make image`` stamps into the label.
+The build inputs and their hash are ``scripts/image_inputs.py``'s (``make image`` runs it too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.metadata as md
 import json
 import os
 import shutil
@@ -45,24 +41,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from scripts.image_inputs import HASH_LABEL, REPO, build_args_from_env, inputs_hash, write_constraints
+
 DEFAULT_IMAGE = os.environ.get("ML_API_IMAGE", "ml-api:local")
-DEFAULT_BASE_IMAGE = os.environ.get("BASE_IMAGE", "ml-api-base:bookworm")
-HASH_LABEL = "io.ml-api.inputs-hash"
 CONTAINER_PORT = 8000
-# Files and directories the image is built from (must match the allow-list in .dockerignore).
-_INPUT_FILES = (
-    "Dockerfile",
-    ".dockerignore",
-    "pyproject.toml",
-    "README.md",
-    "build/image/constraints.txt",
-    "build/image/constraints-torch.txt",
-)
-_INPUT_DIRS = ("service", "weights")
-# Build args that change the image; their values (from the environment, as make sees them) are
-# part of the inputs hash.
-_BUILD_ARGS = ("BASE_IMAGE", "TORCH_INDEX_URL", "TORCHVISION_WEIGHTS", "IMAGE_PIP_INDEX_URL", "IMAGE_TARGET")
 
 
 class ContainerUnavailable(RuntimeError):
@@ -121,92 +103,6 @@ def image_size_bytes(tag: str) -> int:
     return int(_docker("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
 
 
-# ---------------------------------------------------------------------------------------------
-# Build inputs
-
-
-def _requirement_closure(roots: Sequence[str]) -> dict[str, str]:
-    """``{name: version}`` of the installed distributions that ``roots`` need, extras and
-    environment markers honoured, as resolved in the running interpreter's environment."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    found: dict[str, str] = {}
-    todo: list[tuple[str, frozenset[str]]] = [(r, frozenset()) for r in roots]
-    seen: set[tuple[str, frozenset[str]]] = set()
-    while todo:
-        name, extras = todo.pop()
-        key = (canonicalize_name(name), extras)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            continue  # a marker-gated or optional dependency this environment does not have
-        found[canonicalize_name(dist.metadata["Name"])] = dist.version
-        for line in dist.requires or []:
-            req = Requirement(line)
-            envs = [{"extra": e} for e in ({""} | set(extras))]
-            if req.marker is None or any(req.marker.evaluate(env) for env in envs):
-                todo.append((req.name, frozenset(req.extras)))
-    return found
-
-
-def write_constraints(out_dir: Path) -> tuple[Path, Path]:
-    """Pin the image to the versions the test suite ran against: ``constraints-torch.txt`` (the
-    torch + torchvision closure, for the torch layer) and ``constraints.txt`` (everything ml-api
-    needs at run time). Files are rewritten only when their content changes, so Docker's layer
-    cache and the inputs hash stay stable."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch_pins = _requirement_closure(["torch", "torchvision"])
-    all_pins = _requirement_closure(["ml-api"])
-    all_pins.pop("ml-api", None)
-    written = []
-    for name, pins in (("constraints-torch.txt", torch_pins), ("constraints.txt", all_pins)):
-        path = out_dir / name
-        text = "# Written by `make image` from the tested .venv; do not edit.\n" + "".join(
-            f"{n}=={v}\n" for n, v in sorted(pins.items())
-        )
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
-        written.append(path)
-    return written[0], written[1]
-
-
-def _build_args_from_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    args = {k: os.environ.get(k, "") for k in _BUILD_ARGS}
-    args["BASE_IMAGE"] = args["BASE_IMAGE"] or DEFAULT_BASE_IMAGE
-    args["IMAGE_TARGET"] = args["IMAGE_TARGET"] or "cpu"
-    args.update(overrides or {})
-    return args
-
-
-def inputs_hash(build_args: Mapping[str, str] | None = None) -> str:
-    """Hash of everything the image is built from; equal hashes mean an equal image."""
-    args = _build_args_from_env(build_args)
-    h = hashlib.sha256()
-    paths: list[Path] = [REPO / f for f in _INPUT_FILES]
-    for d in _INPUT_DIRS:
-        root = REPO / d
-        if root.is_dir():
-            paths += sorted(
-                p
-                for p in root.rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts and p.suffix not in {".pyc", ".pyo"}
-            )
-    for p in paths:
-        if p.is_file():
-            h.update(str(p.relative_to(REPO)).encode() + b"\0")
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    for k in sorted(args):
-        h.update(f"{k}={args[k]}\0".encode())
-    # A rebuilt base image (new Debian security updates) must rebuild the app image too.
-    with contextlib.suppress(Exception):
-        h.update(_docker("image", "inspect", "--format", "{{.Id}}", args["BASE_IMAGE"], check=False).stdout.encode())
-    return h.hexdigest()[:24]
-
-
 @dataclass
 class BuildResult:
     tag: str
@@ -229,7 +125,7 @@ def build_image(tag: str = DEFAULT_IMAGE, *, timeout_s: float = 1800, **build_ar
     reason = docker_unavailable_reason()
     if reason:
         raise ContainerUnavailable(reason)
-    env = {**os.environ, **_build_args_from_env(build_args)}
+    env = {**os.environ, **build_args_from_env(build_args)}
     start = time.monotonic()
     base = subprocess.run(
         ["make", "-C", str(REPO), "--no-print-directory", "base-image", f"BASE_IMAGE={env['BASE_IMAGE']}"],
@@ -245,7 +141,7 @@ def build_image(tag: str = DEFAULT_IMAGE, *, timeout_s: float = 1800, **build_ar
     wanted = inputs_hash(build_args)
     if image_label(tag, HASH_LABEL) == wanted:
         return BuildResult(tag, False, time.monotonic() - start, wanted)
-    make_vars = [f"{k}={v}" for k, v in _build_args_from_env(build_args).items()]
+    make_vars = [f"{k}={v}" for k, v in build_args_from_env(build_args).items()]
     proc = subprocess.run(
         ["make", "-C", str(REPO), "--no-print-directory", "image", f"IMAGE={tag}", *make_vars],
         capture_output=True,
@@ -386,23 +282,3 @@ def _run(
         raise
     finally:
         _docker("rm", "-f", cid, check=False)
-
-
-def _main(argv: Sequence[str]) -> int:
-    if len(argv) == 2 and argv[0] == "constraints":
-        for path in write_constraints(Path(argv[1])):
-            print(path)
-        return 0
-    if len(argv) == 1 and argv[0] == "inputs-hash":
-        print(inputs_hash())
-        return 0
-    if len(argv) in (1, 2) and argv[0] == "ensure":
-        result = build_image(argv[1] if len(argv) == 2 else DEFAULT_IMAGE)
-        print(json.dumps({"tag": result.tag, "built": result.built, "seconds": round(result.seconds, 1)}))
-        return 0
-    print("usage: container.py constraints DIR | inputs-hash | ensure [TAG]", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-# Benchmarks (issue 9): the in-process limit, this service and the naive seed pattern, side by side.
+# Benchmarks: the in-process limit, this service and the naive inline pattern, side by side.
 # Needs wrk (apt-get install wrk / brew install wrk). BENCH_ARGS passes extra options, e.g.
 #   make bench BENCH_ARGS='--env ML_API_MAX_BATCH_SIZE=8'      (see: .venv/bin/python -m bench --help)
 BENCH_ARGS ?=

@@ -34,10 +34,10 @@ _IMAGE_BASE_DEP := $(if $(findstring ml-api-base,$(BASE_IMAGE)),base-image,)
 
 .PHONY: image
 image: venv $(_IMAGE_BASE_DEP) ## Build the container image (IMAGE=ml-api:local, IMAGE_TARGET=cpu|cuda) with BuildKit
-	@$(PY) e2e/container.py constraints build/image >/dev/null
+	@$(PY) scripts/image_inputs.py constraints build/image >/dev/null
 	@start=$$(date +%s); \
 	hash=$$(BASE_IMAGE='$(BASE_IMAGE)' TORCH_INDEX_URL='$(TORCH_INDEX_URL)' TORCHVISION_WEIGHTS='$(TORCHVISION_WEIGHTS)' \
-	  IMAGE_PIP_INDEX_URL='$(IMAGE_PIP_INDEX_URL)' IMAGE_TARGET='$(IMAGE_TARGET)' $(PY) e2e/container.py inputs-hash) || exit 1; \
+	  IMAGE_PIP_INDEX_URL='$(IMAGE_PIP_INDEX_URL)' IMAGE_TARGET='$(IMAGE_TARGET)' $(PY) scripts/image_inputs.py inputs-hash) || exit 1; \
 	DOCKER_BUILDKIT=1 $(DOCKER) build --progress=plain \
 	  --target $(IMAGE_TARGET) \
 	  --build-arg BASE_IMAGE='$(BASE_IMAGE)' \

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import signal
-from types import FrameType
 
 import uvicorn
 
 from service.observability.logging import logging_config
 from service.settings import load_settings
-
-
-def _exit_zero(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
+from service.signals import exit_zero
 
 
 def main() -> None:
     settings = load_settings()
-    # After a graceful shutdown uvicorn restores the previous SIGTERM handler and re-raises the signal;
-    # with the default handler the process would die by signal (exit -15), not exit 0 as Kubernetes expects.
-    signal.signal(signal.SIGTERM, _exit_zero)
+    signal.signal(signal.SIGTERM, exit_zero)
     uvicorn.run(
         "service.app:create_app",
         factory=True,

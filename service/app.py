@@ -1,10 +1,8 @@
-"""The app factory: wires settings, inference core, job backend, HTTP layer and observability."""
+"""The app factory: wires settings, the data plane, the HTTP layer and observability."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,24 +18,30 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from service import __version__
+from service.api.bodies import with_body_schemas
 from service.api.errors import install_error_handlers
-from service.api.inputs import ImageReader
-from service.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, DrainMiddleware, DrainState
+from service.api.inputs import ImageInputs
+from service.api.main import include_routes
+from service.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, DrainMiddleware
+from service.api.policy import RouteTable
 from service.api.request_id import is_valid_request_id, new_request_id
-from service.api.routes import health, jobs, models, predict
 from service.api.security import install_security
-from service.fetch import ImageFetcher
-from service.inference.device import configure_torch_threads
-from service.inference.pipeline import InferencePipeline
-from service.inference.registry import ModelRegistry
-from service.jobs.factory import build_job_backend
-from service.jobs.runner import pipeline_runner
+from service.dataplane.plane import DataPlane
+from service.dataplane.status import DrainState
 from service.observability.http_metrics import install_metrics
 from service.observability.metrics import InferenceMetrics
 from service.observability.tracing import build_tracer_provider
 from service.settings import Settings, load_settings
+from service.signals import drain_on_sigterm
 
-log = logging.getLogger(__name__)
+
+class ServiceApp(FastAPI):
+    """The app, whose OpenAPI document also carries the JSON body models routes parse themselves."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = with_body_schemas(super().openapi())
+        return self.openapi_schema
 
 
 def create_app(
@@ -51,40 +55,27 @@ def create_app(
     metrics_registry = metrics_registry or CollectorRegistry(auto_describe=True)
     inference_metrics = InferenceMetrics(metrics_registry)
     drain = DrainState()
-    tracer = tracer_provider.get_tracer("service.inference")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_torch_threads(settings.workers, settings.torch_threads)
-        registry = ModelRegistry(
-            settings, batch_observer=inference_metrics, load_observer=inference_metrics, tracer=tracer
+        dataplane = DataPlane.build(
+            settings, tracer=tracer_provider.get_tracer("service.inference"), metrics=inference_metrics, drain=drain
         )
-        pipeline = InferencePipeline(settings, registry, observer=inference_metrics, tracer=tracer)
-        fetcher = ImageFetcher(settings)
-        HTTPXClientInstrumentor.instrument_client(fetcher.client, tracer_provider=tracer_provider)
-        job_backend = build_job_backend(settings, observer=inference_metrics)
-        app.state.pipeline = pipeline
-        app.state.reader = ImageReader(fetcher, settings.max_body_bytes)
-        app.state.jobs = job_backend
-        await job_backend.start(pipeline_runner(pipeline))
-        registry.start()
+        HTTPXClientInstrumentor.instrument_client(dataplane.fetcher.client, tracer_provider=tracer_provider)
+        app.state.dataplane = dataplane
+        await dataplane.start()
         drain.draining = False
-        restore_signals = _drain_on_sigterm(drain)
+        restore_signals = drain_on_sigterm(drain)
         try:
             yield
         finally:
             # Uvicorn has already stopped accepting and waited for in-flight requests here.
-            drain.draining = True
-            pipeline.draining = True
             restore_signals()
-            await job_backend.close()
-            await registry.close(drain_timeout=settings.shutdown_grace_s)
-            await fetcher.aclose()
-            pipeline.close()
+            await dataplane.close()
             with contextlib.suppress(Exception):
                 tracer_provider.force_flush(timeout_millis=2000)
 
-    app = FastAPI(
+    app = ServiceApp(
         title="ml-api",
         version=__version__,
         description="Image classification with dynamic batching. Contract: docs/api-contract.md.",
@@ -93,24 +84,26 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.inputs = ImageInputs(settings.max_body_bytes)
     app.state.inference_metrics = inference_metrics
     app.state.metrics_registry = metrics_registry
     app.state.tracer_provider = tracer_provider
     app.state.drain = drain
 
     install_error_handlers(app)
-    for router in (predict.router, jobs.router, models.router, health.router, health.health_router):
-        app.include_router(router)
-    _install_docs(app)
+    routes = include_routes(app)
+    app.state.route_policies = routes
+    _install_docs(app, routes)
 
     # add_middleware wraps outermost last; the OTel instrumentor wraps the whole stack. Outside in:
     # tracing -> request ID -> metrics -> access log -> drain -> CORS/rate limit/auth -> body cap -> routes.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    install_security(app, settings)
+    install_security(app, settings, routes)
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(AccessLogMiddleware)
     if settings.metrics_enabled:
         install_metrics(app, metrics_registry)
+        routes.add_public_prefix("/metrics")
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=tracer_provider,
@@ -126,8 +119,10 @@ def create_app(
     return app
 
 
-def _install_docs(app: FastAPI) -> None:
+def _install_docs(app: FastAPI, routes: RouteTable) -> None:
     """Swagger UI from the packaged bundle, never a CDN: clusters are often air-gapped."""
+    routes.add_public_prefix(app.openapi_url or "/openapi.json")
+    routes.add_public_prefix("/docs")
     app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-static")
 
     @app.get("/docs", include_in_schema=False)
@@ -139,34 +134,6 @@ def _install_docs(app: FastAPI) -> None:
             swagger_css_url="/docs/static/swagger-ui.css",
             swagger_favicon_url="/docs/static/favicon-32x32.png",
         )
-
-
-def _drain_on_sigterm(drain: DrainState) -> Any:
-    """Chain a SIGTERM handler that flips readiness to 503 at once, before the server's own handler.
-
-    The server's handler then stops accepting and waits for in-flight requests (its graceful timeout);
-    requests that reach the app meanwhile get 503 SHUTTING_DOWN, requests already in flight finish.
-    """
-    with contextlib.suppress(ValueError):  # not the main thread (e.g. a test client): nothing to chain
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def handler(signum: int, frame: Any) -> None:
-            if not drain.draining:
-                log.info("SIGTERM: draining (readiness now 503, new requests refused, in-flight ones finish)")
-            drain.draining = True
-            if callable(previous):
-                previous(signum, frame)
-            elif previous == signal.SIG_DFL:
-                raise SystemExit(0)
-
-        signal.signal(signal.SIGTERM, handler)
-
-        def restore() -> None:
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGTERM, previous)
-
-        return restore
-    return lambda: None
 
 
 __all__ = ["create_app"]

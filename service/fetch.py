@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import httpx
 
-from service.inference.errors import ImageFetchFailed, ImageTooLarge, UrlNotAllowed
+from service.errors import ImageFetchFailed, ImageTooLarge, UrlNotAllowed
 from service.settings import Network, Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

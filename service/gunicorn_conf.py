@@ -10,11 +10,11 @@ import os
 import shutil
 import signal
 import tempfile
-from types import FrameType
 from typing import Any
 
 from service.observability.logging import logging_config
 from service.settings import load_settings
+from service.signals import exit_zero
 
 _settings = load_settings()
 
@@ -25,7 +25,9 @@ worker_class = "uvicorn.workers.UvicornWorker"
 timeout = 120
 graceful_timeout = int(_settings.shutdown_grace_s) + 5
 keepalive = 75  # longer than common load-balancer idle timeouts (60 s), so they close first
-preload_app = False  # torch and fork don't mix (gunicorn#2621): each worker imports and loads itself
+# torch's thread pools do not survive fork, so a preloaded app would hang or misbehave in the workers:
+# each worker imports torch and loads its models itself.
+preload_app = False
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 logconfig_dict = logging_config(_settings.log_level, _settings.log_format)
 accesslog = None
@@ -50,14 +52,10 @@ if workers > 1:
     os.environ.setdefault("ML_API_WORKERS", str(workers))
 
 
-def _exit_zero(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
-
-
 def post_worker_init(worker: Any) -> None:
     # UvicornWorker resets SIGTERM to the default; after its graceful shutdown uvicorn re-raises the signal,
     # which would kill the worker by signal and make the master log an error. Exit 0 instead.
-    signal.signal(signal.SIGTERM, _exit_zero)
+    signal.signal(signal.SIGTERM, exit_zero)
 
 
 def on_exit(server: Any) -> None:

@@ -48,67 +48,144 @@ class ModelSpec(BaseModel):
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The rate-limit classes routes belong to (see service/api/policy.py).
+RateClass = Literal["predict", "batch", "jobs", "default"]
+
+
+def _default_rate_limits() -> dict[RateClass, str]:
+    return {"default": "100/second"}
 
 
 class Settings(BaseSettings):
+    """Every setting, from ``ML_API_*`` environment variables (complex values as JSON) or a ``.env`` file.
+
+    The settings table of ``docs/operations.md`` is generated from these fields and their descriptions
+    (``python scripts/settings_doc.py``); a test fails when the two drift apart.
+    """
+
     model_config = SettingsConfigDict(env_prefix="ML_API_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # Models
-    models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec(name="digits", version="1")])
-    default_model: str = "digits"
-    traffic_split: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = Field(default_factory=dict)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    channels_last: bool = True  # 15-20% less CPU per image for resnet18 on CPU (docs/benchmarks.md)
-    torch_threads: Annotated[int, Field(ge=0, le=256)] = 0
-    workers: Annotated[int, Field(ge=1, le=64)] = 1
-    weights_dir: str | None = None
-    warmup: bool = True
+    models: list[ModelSpec] = Field(
+        default_factory=lambda: [ModelSpec(name="digits", version="1")],
+        description='model specs (`docs/architecture.md`, "Model specs")',
+    )
+    default_model: str = Field("digits", description="model used when a request names none")
+    traffic_split: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = Field(
+        default_factory=dict, description='`{"model": {"version": weight, ...}}` A/B split between versions'
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="`auto`, `cpu` or `cuda`; `cuda` without a GPU runs on CPU, `/health` says `degraded` and "
+        "`ml_api_device_fallback` is 1",
+    )
+    device_required: bool = Field(
+        False,
+        description="readiness fails (503) while `ML_API_DEVICE=cuda` finds no usable GPU, instead of serving on CPU",
+    )
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="`fp32`, `fp16`, `bf16` (reduced precision on CUDA only)"
+    )
+    channels_last: bool = Field(
+        True,
+        description="channels-last memory format for the model (faster convolutions on CPU, measured in "
+        "`docs/benchmarks.md`, and on recent GPUs)",
+    )
+    torch_threads: Annotated[int, Field(ge=0, le=256)] = Field(
+        0,
+        description="torch intra-op threads per worker; `0` = CPU quota from cgroup `cpu.max` (else the core "
+        "count) divided by workers, at least 1",
+    )
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        1, description="gunicorn workers; more than 1 switches on Prometheus multiprocess mode"
+    )
+    weights_dir: str | None = Field(
+        None, description="extra directory searched for model files and torchvision checkpoints"
+    )
+    warmup: bool = Field(
+        True, description="run a warm-up batch through each version of the default model before readiness turns 200"
+    )
 
     # Server
-    host: str = "0.0.0.0"
-    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    host: str = Field("0.0.0.0", description="bind address")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="bind port")
 
     # Batching and limits
-    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 16
-    max_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 0
-    max_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
-    request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30
-    max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
-    max_image_pixels: Annotated[int, Field(ge=64)] = 25_000_000
-    max_batch_items: Annotated[int, Field(ge=1, le=1024)] = 32
-    decode_threads: Annotated[int, Field(ge=1, le=64)] = 2
-    # Nice increment of inference/decode threads so the event loop (health probes) preempts them.
-    worker_niceness: Annotated[int, Field(ge=0, le=19)] = 5
+    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="images per model batch")
+    max_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
+        0, description="wait for a fuller batch (GPU users); 0 = take what is queued"
+    )
+    max_queue_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        256, description="images queued per model version before 503 OVERLOADED"
+    )
+    request_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        30, description="per-request deadline (504 INFERENCE_TIMEOUT)"
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        10 * 1024 * 1024, description="request body / upload cap (413)"
+    )
+    max_image_pixels: Annotated[int, Field(ge=64)] = Field(25_000_000, description="decoded pixel cap (413)")
+    max_batch_items: Annotated[int, Field(ge=1, le=1024)] = Field(32, description="images per batch/stream request")
+    decode_threads: Annotated[int, Field(ge=1, le=64)] = Field(
+        2, description="threads decoding and preprocessing images beside the event loop"
+    )
+    worker_niceness: Annotated[int, Field(ge=0, le=19)] = Field(
+        5,
+        description="nice increment of the inference and decode threads (0 = off): at saturation the event loop, "
+        "which answers probes, preempts them",
+    )
 
     # URL fetching
-    url_fetch_enabled: bool = True
-    url_fetch_allowed_networks: list[Network] = Field(default_factory=list)
-    url_fetch_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10
-    url_fetch_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3
-    url_fetch_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
-    url_fetch_max_redirects: Annotated[int, Field(ge=0, le=10)] = 3
+    url_fetch_enabled: bool = Field(True, description="allow `image_url`")
+    url_fetch_allowed_networks: list[Network] = Field(
+        default_factory=list, description="CIDRs allowed besides global addresses (in-cluster sources)"
+    )
+    url_fetch_timeout_s: Annotated[float, Field(gt=0, le=120)] = Field(10, description="total fetch timeout")
+    url_fetch_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(3, description="connect timeout")
+    url_fetch_max_bytes: Annotated[int, Field(ge=1024)] = Field(
+        10 * 1024 * 1024, description="fetched image cap, enforced while streaming"
+    )
+    url_fetch_max_redirects: Annotated[int, Field(ge=0, le=10)] = Field(
+        3, description="redirects followed, each hop checked"
+    )
 
     # Operations
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    cors_origins: list[str] = Field(default_factory=list)
-    rate_limit_enabled: bool = False
-    rate_limits: dict[Literal["predict", "batch", "jobs", "default"], str] = Field(
-        default_factory=lambda: {"default": "100/second"}
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO",
+        description="`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL` (any case); app, uvicorn and gunicorn alike",
     )
-    rate_limit_storage_uri: str = "memory://"
-    trusted_proxies: list[Network] = Field(default_factory=list)
-    shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 20
-    metrics_enabled: bool = True
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`json` (one object per line) or `text` (humans, tests)"
+    )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="API keys (JSON list, from a Secret); empty = auth off"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty = CORS off")
+    rate_limit_enabled: bool = Field(False, description="per-client rate limiting")
+    rate_limits: dict[RateClass, str] = Field(
+        default_factory=_default_rate_limits,
+        description="per route class: `predict`, `batch`, `jobs`, `default` ([limits](https://limits.readthedocs.io) "
+        "notation, e.g. `10/second`, `100/minute`)",
+    )
+    rate_limit_storage_uri: str = Field(
+        "memory://", description="`redis://host:6379/0` to share counters between replicas"
+    )
+    trusted_proxies: list[Network] = Field(
+        default_factory=list, description="CIDRs whose `X-Forwarded-For` is honoured"
+    )
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        20, description="drain time after SIGTERM (gunicorn's `graceful_timeout` is this + 5 s)"
+    )
+    metrics_enabled: bool = Field(True, description="serve `/metrics` and record HTTP metrics")
 
     # Jobs
-    jobs_backend: Literal["memory", "redis"] = "memory"
-    redis_url: SecretStr | None = None
-    job_ttl_s: Annotated[int, Field(ge=1)] = 3600
-    jobs_max_queue: Annotated[int, Field(ge=1)] = 1000
-    job_visibility_timeout_s: Annotated[float, Field(gt=0)] = 60
+    jobs_backend: Literal["memory", "redis"] = Field("memory", description="`memory` or `redis` (`docs/jobs.md`)")
+    redis_url: SecretStr | None = Field(None, description="Redis for jobs; from a Secret in Kubernetes")
+    job_ttl_s: Annotated[int, Field(ge=1)] = Field(3600, description="how long a finished job stays readable")
+    jobs_max_queue: Annotated[int, Field(ge=1)] = Field(1000, description="jobs waiting before 503 OVERLOADED")
+    job_visibility_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        60, description="Redis backend: a job unacknowledged this long is reclaimed by another replica"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

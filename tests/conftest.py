@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -20,6 +20,9 @@ from fastapi import FastAPI
 from service.app import create_app
 from service.settings import Settings
 from service.training.digits_data import digit_png, load_split
+
+if TYPE_CHECKING:
+    from tests.servers import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,3 +140,14 @@ def live_server(env: dict[str, str] | None = None, timeout: float = 60.0) -> Ite
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The shared server with API keys, CORS and JSON logs (tests/secured.py)."""
+    from tests.secured import SECURED_ENV
+    from tests.servers import server
+
+    log = tmp_path_factory.mktemp("live") / "stderr.log"
+    with server("uvicorn", SECURED_ENV, log) as srv:
+        yield srv

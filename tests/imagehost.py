@@ -9,11 +9,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @contextlib.contextmanager
-def image_host(routes: dict[str, tuple[int, dict[str, str], bytes]], host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve ``routes`` (path -> status, headers, body) on ``host``; yields the base URL."""
+def image_host(
+    routes: dict[str, tuple[int, dict[str, str], bytes]], host: str = "127.0.0.1", served: list[str] | None = None
+) -> Iterator[str]:
+    """Serve ``routes`` (path -> status, headers, body) on ``host``; yields the base URL. Each requested
+    path is appended to ``served`` when given, so tests can tell whether a fetch happened."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if served is not None:
+                served.append(self.path)
             status, headers, body = routes.get(self.path, (404, {"Content-Type": "text/plain"}, b"missing"))
             self.send_response(status)
             for key, value in headers.items():

@@ -174,15 +174,15 @@ def _fake_context(root: Path) -> None:
 
 
 def test_image_inputs_hash_follows_the_build_inputs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """e2e/container.py reuses an image while this hash is unchanged: it must change with what the
+    """The e2e suite reuses an image while this hash is unchanged: it must change with what the
     build reads and ignore what it does not (logs, reports, caches, the rest of the tree)."""
-    from e2e import container
+    from scripts import image_inputs as container
 
     _fake_context(tmp_path)
     monkeypatch.setattr(container, "REPO", tmp_path)
     for var in ("BASE_IMAGE", "TORCH_INDEX_URL", "TORCHVISION_WEIGHTS", "IMAGE_PIP_INDEX_URL", "IMAGE_TARGET"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(container, "_docker", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", ""))
+    monkeypatch.setattr(container, "base_image_id", lambda tag: "")
     first = container.inputs_hash()
 
     (tmp_path / "build" / "image" / "build.log").write_text("log")
@@ -210,7 +210,7 @@ def test_constraints_pin_the_installed_runtime_closure(tmp_path: Path) -> None:
     runtime dependency closure, torch's closure in a file of its own."""
     import importlib.metadata as md
 
-    from e2e import container
+    from scripts import image_inputs as container
 
     torch_file, all_file = container.write_constraints(tmp_path)
     torch_pins = dict(line.split("==") for line in torch_file.read_text().splitlines()[1:])

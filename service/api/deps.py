@@ -4,36 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from asgi_correlation_id import correlation_id
 from fastapi import Depends, Query, Request
 
-from service.api.inputs import ImageReader
-from service.inference.pipeline import InferencePipeline
-from service.jobs.base import JobBackend
-from service.settings import Settings
+from service.api.inputs import ImageInputs
+from service.dataplane.plane import DataPlane
+from service.dataplane.sources import ModelRef
 
 _NAME = r"^[A-Za-z0-9._-]+$"
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def get_dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane
 
 
-def get_pipeline(request: Request) -> InferencePipeline:
-    return request.app.state.pipeline
+def get_request_id() -> str:
+    return correlation_id.get() or ""
 
 
-def get_reader(request: Request) -> ImageReader:
-    return request.app.state.reader
-
-
-def get_jobs(request: Request) -> JobBackend:
-    return request.app.state.jobs
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-PipelineDep = Annotated[InferencePipeline, Depends(get_pipeline)]
-ReaderDep = Annotated[ImageReader, Depends(get_reader)]
-JobsDep = Annotated[JobBackend, Depends(get_jobs)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]
 ModelQuery = Annotated[
     str | None, Query(max_length=64, pattern=_NAME, description="registered model name; default if unset")
 ]
@@ -43,12 +34,26 @@ VersionQuery = Annotated[
 TopKQuery = Annotated[int, Query(ge=1, le=20)]
 
 
-class ModelSelection:
+def model_ref(model: ModelQuery = None, model_version: VersionQuery = None) -> ModelRef:
     """The ``model`` / ``model_version`` query parameters every predict-like route takes."""
-
-    def __init__(self, model: ModelQuery = None, model_version: VersionQuery = None) -> None:
-        self.model = model
-        self.version = model_version
+    return ModelRef(model, model_version)
 
 
-SelectionDep = Annotated[ModelSelection, Depends()]
+def resolved_model(request: Request, dataplane: DataPlaneDep, ref: Annotated[ModelRef, Depends(model_ref)]) -> ModelRef:
+    """The version serving this request (an unknown one is a 404 before anything else happens), noted
+    for the request's access-log line."""
+    resolved = dataplane.resolve(ref)
+    request.scope.setdefault("state", {}).update(model=resolved.name, model_version=resolved.version)
+    return resolved
+
+
+ModelRefDep = Annotated[ModelRef, Depends(model_ref)]
+ResolvedModelDep = Annotated[ModelRef, Depends(resolved_model)]
+
+
+def get_inputs(request: Request) -> ImageInputs:
+    inputs: ImageInputs = request.app.state.inputs
+    return inputs
+
+
+InputsDep = Annotated[ImageInputs, Depends(get_inputs)]

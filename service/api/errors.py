@@ -1,8 +1,10 @@
-"""The contract's ErrorBody for every non-2xx response, the framework's own 404/405/422 included."""
+"""HTTP statuses of the error codes, and the contract's ErrorBody for every non-2xx response
+(the framework's own 404/405/422 included)."""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from typing import Any
 
 from asgi_correlation_id import correlation_id
@@ -12,150 +14,192 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.schemas import ErrorBody
-from service.inference.errors import InferenceError
+from service.errors import INTERNAL_ERROR_MESSAGE, ErrorCode, InvalidRequest, ServiceError
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_CODE = {
-    "INVALID_IMAGE": 400,
-    "IMAGE_FETCH_FAILED": 400,
-    "EMBEDDING_NOT_SUPPORTED": 400,
-    "UNAUTHORIZED": 401,
-    "URL_NOT_ALLOWED": 403,
-    "NOT_FOUND": 404,
-    "MODEL_NOT_FOUND": 404,
-    "JOB_NOT_FOUND": 404,
-    "METHOD_NOT_ALLOWED": 405,
-    "PAYLOAD_TOO_LARGE": 413,
-    "UNSUPPORTED_MEDIA_TYPE": 415,
-    "VALIDATION_ERROR": 422,
-    "RATE_LIMITED": 429,
-    "MODEL_NOT_LOADED": 503,
-    "OVERLOADED": 503,
-    "SHUTTING_DOWN": 503,
-    "INFERENCE_TIMEOUT": 504,
-    "INTERNAL_ERROR": 500,
+STATUS_BY_CODE: dict[ErrorCode, int] = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.INVALID_IMAGE: 400,
+    ErrorCode.IMAGE_FETCH_FAILED: 400,
+    ErrorCode.EMBEDDING_NOT_SUPPORTED: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.URL_NOT_ALLOWED: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.MODEL_NOT_FOUND: 404,
+    ErrorCode.JOB_NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.NOT_ACCEPTABLE: 406,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.VALIDATION_ERROR: 422,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.MODEL_NOT_LOADED: 503,
+    ErrorCode.OVERLOADED: 503,
+    ErrorCode.SHUTTING_DOWN: 503,
+    ErrorCode.INFERENCE_TIMEOUT: 504,
 }
-_CODE_BY_STATUS = {
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    401: "UNAUTHORIZED",
-    429: "RATE_LIMITED",
+
+# The framework's own HTTP errors keep their status and get the code that names it; a status with no
+# code of its own is BAD_REQUEST (4xx) or INTERNAL_ERROR (5xx).
+_FRAMEWORK_CODES = {
+    status: code
+    for code, status in STATUS_BY_CODE.items()
+    if code
+    in {
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.METHOD_NOT_ALLOWED,
+        ErrorCode.NOT_ACCEPTABLE,
+        ErrorCode.CONFLICT,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode.VALIDATION_ERROR,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.INTERNAL_ERROR,
+    }
 }
 
 
-class ApiError(Exception):
+def framework_code(status: int) -> ErrorCode:
+    return _FRAMEWORK_CODES.get(status, ErrorCode.INTERNAL_ERROR if status >= 500 else ErrorCode.BAD_REQUEST)
+
+
+class ApiError(ServiceError):
+    """An error only the HTTP layer raises (e.g. an unsupported content type), with headers and details."""
+
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         *,
         headers: dict[str, str] | None = None,
         details: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
-        self.code, self.message, self.headers, self.details = code, message, headers or {}, details
-
-    @property
-    def status(self) -> int:
-        return STATUS_BY_CODE.get(self.code, 500)
+        self.code = code
+        self.headers = headers or {}
+        self.details = details
 
 
-def error_body(code: str, message: str, path: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    body = ErrorBody(error=code, message=message, path=path, request_id=correlation_id.get() or "", details=details)
-    return body.model_dump(exclude_none=True)
-
-
-def error_from_inference(exc: InferenceError, path: str) -> dict[str, Any]:
-    return error_body(exc.code, exc.message, path)
+def error_body(
+    code: ErrorCode, message: str, path: str, details: list[dict[str, Any]] | None = None, *, request_id: str = ""
+) -> ErrorBody:
+    return ErrorBody(
+        error=code, message=message, path=path, request_id=request_id or correlation_id.get() or "", details=details
+    )
 
 
 def error_response(
-    code: str,
+    code: ErrorCode,
     message: str,
     path: str,
     *,
     headers: dict[str, str] | None = None,
     details: list[dict[str, Any]] | None = None,
+    status: int | None = None,
 ) -> JSONResponse:
-    response_headers = dict(headers or {})
     return JSONResponse(
-        error_body(code, message, path, details),
-        status_code=STATUS_BY_CODE.get(code, 500),
-        headers=response_headers,
+        error_body(code, message, path, details).model_dump(mode="json", exclude_none=True),
+        status_code=status or STATUS_BY_CODE[code],
+        headers=headers,
     )
 
 
-def inference_error_headers(exc: InferenceError) -> dict[str, str]:
-    return {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else {}
+def service_error_response(exc: ServiceError, path: str) -> JSONResponse:
+    """The response for a data-plane failure: its status, ``Retry-After`` when it has one, field details."""
+    headers = dict(exc.headers) if isinstance(exc, ApiError) else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    details = exc.details if isinstance(exc, ApiError) else None
+    if isinstance(exc, InvalidRequest):
+        details = [{"loc": ["body", *exc.field], "msg": exc.message, "type": exc.kind}]
+    if exc.code is ErrorCode.INTERNAL_ERROR:
+        log.error("request failed: %s", exc.message)
+    return error_response(exc.code, exc.message, path, headers=headers, details=details)
+
+
+# Enough to fix a request by; a hostile body with thousands of bad fields gets no more.
+MAX_ERROR_DETAILS = 20
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
-    details = []
-    for err in exc.errors():
-        details.append(
-            {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": err.get("type", "")}
-        )
+    errors = list(exc.errors())
+    details = [
+        {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": err.get("type", "")}
+        for err in errors[:MAX_ERROR_DETAILS]
+    ]
+    if len(errors) > MAX_ERROR_DETAILS:
+        more = len(errors) - MAX_ERROR_DETAILS
+        details.append({"loc": [], "msg": f"{more} more errors not listed", "type": "too_many_errors"})
     return details
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.code, exc.message, request.url.path, headers=exc.headers, details=exc.details)
-
-    @app.exception_handler(InferenceError)
-    async def _inference_error(request: Request, exc: InferenceError) -> JSONResponse:
-        if STATUS_BY_CODE.get(exc.code, 500) >= 500 and exc.code == "INTERNAL_ERROR":
-            log.error("inference failed: %s", exc.message)
-        return error_response(exc.code, exc.message, request.url.path, headers=inference_error_headers(exc))
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return service_error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(
-            "VALIDATION_ERROR", "the request failed validation", request.url.path, details=_validation_details(exc)
+            ErrorCode.VALIDATION_ERROR,
+            "the request failed validation",
+            request.url.path,
+            details=_validation_details(exc),
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _CODE_BY_STATUS.get(exc.status_code, "INTERNAL_ERROR" if exc.status_code >= 500 else "NOT_FOUND")
+        code = framework_code(exc.status_code)
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route for {request.method} {request.url.path}"
-        response = error_response(code, message, request.url.path, headers=dict(exc.headers or {}))
-        response.status_code = exc.status_code
-        return response
+        return error_response(code, message, request.url.path, headers=dict(exc.headers or {}), status=exc.status_code)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         # This handler runs outside every middleware, so the request-ID one cannot add its header.
         headers = {"X-Request-ID": rid} if (rid := correlation_id.get()) else None
-        return error_response("INTERNAL_ERROR", "internal server error", request.url.path, headers=headers)
+        return error_response(ErrorCode.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE, request.url.path, headers=headers)
 
 
-def _doc(description: str) -> dict[str, Any]:
-    return {"model": ErrorBody, "description": description}
+# Codes any route can answer with: auth, routing, body limits, validation, rate limits, load and drain.
+COMMON_CODES = (
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.NOT_FOUND,
+    ErrorCode.METHOD_NOT_ALLOWED,
+    ErrorCode.PAYLOAD_TOO_LARGE,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    ErrorCode.VALIDATION_ERROR,
+    ErrorCode.RATE_LIMITED,
+    ErrorCode.INTERNAL_ERROR,
+    ErrorCode.MODEL_NOT_LOADED,
+    ErrorCode.OVERLOADED,
+    ErrorCode.SHUTTING_DOWN,
+)
+# What classifying an image adds: bad or unreachable images, unknown models, deadlines.
+IMAGE_CODES = (
+    ErrorCode.INVALID_IMAGE,
+    ErrorCode.IMAGE_FETCH_FAILED,
+    ErrorCode.URL_NOT_ALLOWED,
+    ErrorCode.MODEL_NOT_FOUND,
+    ErrorCode.INFERENCE_TIMEOUT,
+)
 
 
-# Documented on every route so generated clients and schemathesis know the error shape.
-COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: _doc("API key missing or invalid (UNAUTHORIZED)"),
-    404: _doc("NOT_FOUND"),
-    405: _doc("METHOD_NOT_ALLOWED"),
-    413: _doc("PAYLOAD_TOO_LARGE"),
-    415: _doc("UNSUPPORTED_MEDIA_TYPE"),
-    422: _doc("VALIDATION_ERROR"),
-    429: _doc("RATE_LIMITED"),
-    500: _doc("INTERNAL_ERROR"),
-    503: _doc("MODEL_NOT_LOADED, OVERLOADED or SHUTTING_DOWN"),
-}
-PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
-    **COMMON_ERRORS,
-    400: _doc("INVALID_IMAGE or IMAGE_FETCH_FAILED"),
-    403: _doc("URL_NOT_ALLOWED"),
-    404: _doc("NOT_FOUND or MODEL_NOT_FOUND"),
-    504: _doc("INFERENCE_TIMEOUT"),
-}
+def error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for ``codes`` (plus the common ones), one ErrorBody entry per status, so
+    generated clients and fuzzers know every error shape and code a route can return."""
+    by_status: defaultdict[int, list[str]] = defaultdict(list)
+    for code in dict.fromkeys((*COMMON_CODES, *codes)):
+        by_status[STATUS_BY_CODE[code]].append(code.value)
+    return {
+        status: {"model": ErrorBody, "description": ", ".join(names)} for status, names in sorted(by_status.items())
+    }

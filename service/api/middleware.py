@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -12,6 +11,8 @@ from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_body, error_response
+from service.dataplane.status import DrainState
+from service.errors import SHUTTING_DOWN_MESSAGE, ErrorCode
 
 access_log = logging.getLogger("service.access")
 
@@ -57,9 +58,11 @@ class BodyLimitMiddleware:
                 await self._reject(scope, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            error_body("PAYLOAD_TOO_LARGE", f"the request body is over {self.max_bytes} bytes", scope["path"])
-        ).encode()
+        body = (
+            error_body(ErrorCode.PAYLOAD_TOO_LARGE, f"the request body is over {self.max_bytes} bytes", scope["path"])
+            .model_dump_json(exclude_none=True)
+            .encode()
+        )
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -68,13 +71,6 @@ class BodyLimitMiddleware:
 class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"body over {limit} bytes")
-
-
-class DrainState:
-    """Flipped by the SIGTERM handler, before the server's own handler stops accepting connections."""
-
-    def __init__(self) -> None:
-        self.draining = False
 
 
 class DrainMiddleware:
@@ -95,7 +91,7 @@ class DrainMiddleware:
         if scope["type"] != "http" or not self.drain.draining or scope["path"] in self.PASS_PATHS:
             await self.app(scope, receive, send)
             return
-        response = error_response("SHUTTING_DOWN", "the server is shutting down", scope["path"])
+        response = error_response(ErrorCode.SHUTTING_DOWN, SHUTTING_DOWN_MESSAGE, scope["path"])
         await response(scope, receive, send)
 
 

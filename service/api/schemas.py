@@ -1,10 +1,19 @@
-"""Request and response bodies of the HTTP contract."""
+"""Request and response bodies of the HTTP contract, and how each is built from data-plane results.
+
+Imports only pydantic and the plain result types, so clients can use these models without torch or
+FastAPI installed.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.dataplane.status import HealthReport, ModelsReport, ModelStatus
+from service.errors import ErrorCode
+from service.inference.results import Classification, ClassScore, Embedding
+from service.jobs.base import JobRecord
 
 
 class ImageInput(BaseModel):
@@ -14,10 +23,22 @@ class ImageInput(BaseModel):
         json_schema_extra={"oneOf": [{"required": ["image_url"]}, {"required": ["image_base64"]}]},
     )
 
-    image_url: str | None = Field(default=None, max_length=4096, description="http(s) URL fetched by the server")
-    image_base64: str | None = Field(
-        default=None, description="base64 of the image file bytes; a data:image/...;base64, prefix is accepted"
+    image_url: str | None = Field(
+        default=None, min_length=1, max_length=4096, description="http(s) URL fetched by the server"
     )
+    image_base64: str | None = Field(
+        default=None,
+        min_length=1,
+        description="base64 of the image file bytes; a data:image/...;base64, prefix is accepted",
+    )
+
+    @field_validator("image_url", "image_base64")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        # An empty source is a malformed request (422 naming the field), not an undecodable image.
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty or whitespace")
+        return value
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ImageInput:
@@ -33,7 +54,8 @@ class PredictionRequest(ImageInput):
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    images: list[ImageInput] = Field(min_length=1)
+    # The hard ceiling of ML_API_MAX_BATCH_ITEMS: validation stops at the length, never walks 400,000 items.
+    images: list[ImageInput] = Field(min_length=1, max_length=1024)
     top_k: int = Field(default=5, ge=1, le=20)
 
 
@@ -46,6 +68,11 @@ class Prediction(BaseModel):
     class_id: int
     confidence: float = Field(ge=0, le=1)
 
+    @classmethod
+    def of(cls, score: ClassScore) -> Prediction:
+        # Softmax in reduced precision can land a hair outside [0, 1].
+        return cls(label=score.label, class_id=score.class_id, confidence=min(1.0, max(0.0, score.confidence)))
+
 
 class PredictionResponse(BaseModel):
     predictions: list[Prediction]
@@ -54,9 +81,19 @@ class PredictionResponse(BaseModel):
     inference_time_ms: float
     request_id: str
 
+    @classmethod
+    def of(cls, result: Classification, request_id: str) -> PredictionResponse:
+        return cls(
+            predictions=[Prediction.of(score) for score in result.predictions],
+            model_name=result.model_name,
+            model_version=result.model_version,
+            inference_time_ms=result.inference_time_ms,
+            request_id=request_id,
+        )
+
 
 class ErrorBody(BaseModel):
-    error: str = Field(description="machine-readable error code, e.g. INVALID_IMAGE")
+    error: ErrorCode = Field(description="machine-readable error code, e.g. INVALID_IMAGE")
     message: str
     path: str
     request_id: str
@@ -81,6 +118,21 @@ class JobStatus(BaseModel):
     created_at: float
     updated_at: float
 
+    @classmethod
+    def of(cls, record: JobRecord, submit_path: str) -> JobStatus:
+        """``submit_path`` is the route the job came in on: a failed job's ErrorBody names it."""
+        result, error = record.result, record.error
+        return cls(
+            job_id=record.job_id,
+            status=record.status,
+            result=None if result is None else PredictionResponse.of(result, record.request_id),
+            error=None
+            if error is None
+            else ErrorBody(error=error.code, message=error.message, path=submit_path, request_id=record.request_id),
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+
 
 class EmbedResponse(BaseModel):
     embedding: list[float]
@@ -88,6 +140,16 @@ class EmbedResponse(BaseModel):
     model_name: str
     model_version: str
     request_id: str
+
+    @classmethod
+    def of(cls, embedding: Embedding, request_id: str) -> EmbedResponse:
+        return cls(
+            embedding=list(embedding.vector),
+            dim=len(embedding.vector),
+            model_name=embedding.model_name,
+            model_version=embedding.model_version,
+            request_id=request_id,
+        )
 
 
 class ModelInfo(BaseModel):
@@ -100,10 +162,27 @@ class ModelInfo(BaseModel):
     state: str
     traffic_weight: float | None = None
 
+    @classmethod
+    def of(cls, status: ModelStatus) -> ModelInfo:
+        return cls(
+            name=status.name,
+            version=status.version,
+            labels_count=status.labels_count,
+            device=status.device,
+            loaded=status.loaded,
+            default=status.default,
+            state=status.state,
+            traffic_weight=status.traffic_weight,
+        )
+
 
 class ModelsResponse(BaseModel):
     default: str
     models: list[ModelInfo]
+
+    @classmethod
+    def of(cls, report: ModelsReport) -> ModelsResponse:
+        return cls(default=report.default, models=[ModelInfo.of(m) for m in report.models])
 
 
 class HealthResponse(BaseModel):
@@ -112,6 +191,16 @@ class HealthResponse(BaseModel):
     gpu_available: bool
     version: str
     models: list[ModelInfo]
+
+    @classmethod
+    def of(cls, report: HealthReport) -> HealthResponse:
+        return cls(
+            status=report.status,
+            model_loaded=report.model_loaded,
+            gpu_available=report.gpu_available,
+            version=report.version,
+            models=[ModelInfo.of(m) for m in report.models],
+        )
 
 
 class StatusBody(BaseModel):

@@ -16,27 +16,23 @@ from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_response
+from service.api.policy import RouteTable
+from service.errors import ErrorCode
 from service.settings import Network, Settings
-
-# Probes and scrapers never need a key and are never rate limited.
-EXEMPT_PREFIXES = ("/health", "/metrics", "/docs", "/openapi.json")
-
-
-def _exempt(path: str) -> bool:
-    return path.startswith(EXEMPT_PREFIXES)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers") or []:
         if key == name:
-            return value.decode("latin-1")
+            return bytes(value).decode("latin-1")
     return None
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: Sequence[bytes]) -> None:
+    def __init__(self, app: ASGIApp, keys: Sequence[bytes], routes: RouteTable) -> None:
         self.app = app
         self.keys = tuple(keys)
+        self.routes = routes
 
     def _authorised(self, scope: Scope) -> bool:
         presented = _header(scope, b"x-api-key")
@@ -51,26 +47,16 @@ class ApiKeyMiddleware:
         return any(matches)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _exempt(scope["path"]) or self._authorised(scope):
+        if scope["type"] != "http" or self.routes.policy(scope["path"]).public or self._authorised(scope):
             await self.app(scope, receive, send)
             return
         response = error_response(
-            "UNAUTHORIZED",
+            ErrorCode.UNAUTHORIZED,
             "a valid API key is required (Authorization: Bearer <key> or X-API-Key)",
             scope["path"],
             headers={"WWW-Authenticate": "Bearer"},
         )
         await response(scope, receive, send)
-
-
-def route_class(path: str) -> str:
-    if path.startswith("/api/v1/predict/batch") or path.startswith("/api/v1/predict/stream"):
-        return "batch"
-    if path.startswith("/api/v1/jobs") or path.startswith("/api/v1/predict/async"):
-        return "jobs"
-    if path.startswith("/api/v1/predict") or path.startswith("/api/v1/embed"):
-        return "predict"
-    return "default"
 
 
 def client_address(scope: Scope, trusted: Sequence[Network]) -> str:
@@ -98,8 +84,9 @@ def _trusted(address: str, trusted: Sequence[Network]) -> bool:
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, routes: RouteTable) -> None:
         self.app = app
+        self.routes = routes
         self.trusted = settings.trusted_proxies
         self.limits = {name: parse(value) for name, value in settings.rate_limits.items()}
         uri = settings.rate_limit_storage_uri
@@ -108,10 +95,11 @@ class RateLimitMiddleware:
         self.limiter = MovingWindowRateLimiter(self.storage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _exempt(scope["path"]):
+        policy = self.routes.policy(scope["path"]) if scope["type"] == "http" else None
+        if policy is None or policy.public:
             await self.app(scope, receive, send)
             return
-        klass = route_class(scope["path"])
+        klass = policy.rate_class
         limit = self.limits.get(klass) or self.limits.get("default")
         if limit is None:
             await self.app(scope, receive, send)
@@ -123,7 +111,7 @@ class RateLimitMiddleware:
         reset_at, _remaining = await self.limiter.get_window_stats(limit, klass, client)
         retry_after = max(1, math.ceil(reset_at - time.time()))
         response = error_response(
-            "RATE_LIMITED",
+            ErrorCode.RATE_LIMITED,
             f"rate limit {limit} exceeded for this client",
             scope["path"],
             headers={"Retry-After": str(retry_after)},
@@ -131,12 +119,12 @@ class RateLimitMiddleware:
         await response(scope, receive, send)
 
 
-def install_security(app: FastAPI, settings: Settings) -> None:
+def install_security(app: FastAPI, settings: Settings, routes: RouteTable) -> None:
     """Outside in: CORS (so preflights and errors carry CORS headers) -> rate limit -> API key."""
     if settings.api_keys:
-        app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_values)
+        app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_values, routes=routes)
     if settings.rate_limit_enabled:
-        app.add_middleware(RateLimitMiddleware, settings=settings)
+        app.add_middleware(RateLimitMiddleware, settings=settings, routes=routes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -21,20 +21,13 @@ import torch
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext
 
+from service.errors import InferenceFailed, InferenceTimeout, Overloaded, ServiceError, ShuttingDown
 from service.inference.device import lower_thread_priority
-from service.inference.errors import (
-    InferenceError,
-    InferenceFailed,
-    InferenceTimeout,
-    Overloaded,
-    ShuttingDown,
-)
 from service.inference.model import ItemResult, LoadedModel
 
 log = logging.getLogger(__name__)
-_default_tracer = trace.get_tracer("service.inference")
 
-Outcome = ItemResult | InferenceError
+Outcome = ItemResult | ServiceError
 
 
 class BatchObserver(Protocol):
@@ -60,7 +53,6 @@ class BatcherStats:
     batches: int = 0
     images: int = 0
     max_batch: int = 0
-    expired: int = 0
     rejected: int = 0
     sizes: list[int] = field(default_factory=list)
 
@@ -77,12 +69,12 @@ class DynamicBatcher:
         self,
         model: LoadedModel,
         *,
+        tracer: trace.Tracer,
         max_batch_size: int,
         max_queue_size: int,
         max_batch_wait_s: float = 0.0,
         observer: BatchObserver | None = None,
         run: Callable[[LoadedModel, torch.Tensor, list[int], list[bool]], list[ItemResult]] | None = None,
-        tracer: trace.Tracer | None = None,
         niceness: int = 0,
     ) -> None:
         self.model = model
@@ -91,8 +83,7 @@ class DynamicBatcher:
         self.max_batch_wait_s = max_batch_wait_s
         self.stats = BatcherStats()
         self._observer = observer
-        # The app's tracer provider (one per app in tests), not only the process-global one.
-        self._tracer = tracer or _default_tracer
+        self._tracer = tracer
         self._run_model = run or (lambda m, batch, top_ks, embed: m.run(batch, top_ks, embed))
         self._queue: deque[_Item] = deque()
         self._executor = ThreadPoolExecutor(
@@ -125,14 +116,14 @@ class DynamicBatcher:
     ) -> list[Outcome]:
         """Queue ``tensors`` (uint8 CHW, one per image) and wait for each one's outcome, in order."""
         if self._closed:
-            raise ShuttingDown("the server is shutting down")
+            raise ShuttingDown()
         self.start()
         if len(self._queue) + len(tensors) > self.max_queue_size:
             # Items of requests that timed out stay queued until the worker skips them; don't count them.
             self._queue = deque(item for item in self._queue if not item.future.done())
         if len(self._queue) + len(tensors) > self.max_queue_size:
             self.stats.rejected += 1
-            raise Overloaded(f"the inference queue of {self.model.name}:{self.model.version} is full", retry_after=1)
+            raise Overloaded(f"the inference queue of {self.model.name}:{self.model.version} is full")
         loop = asyncio.get_running_loop()
         span_context = trace.get_current_span().get_span_context()
         items = [
@@ -168,7 +159,7 @@ class DynamicBatcher:
                 await self._task
         for item in self._queue:
             if not item.future.done():
-                item.future.set_result(ShuttingDown("the server is shutting down"))
+                item.future.set_result(ShuttingDown())
         self._queue.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -184,7 +175,6 @@ class DynamicBatcher:
             if item.future.done():  # cancelled: its request timed out or went away
                 continue
             if item.deadline <= now:
-                self.stats.expired += 1
                 item.future.set_result(InferenceTimeout("the deadline passed while queued"))
                 continue
             batch.append(item)

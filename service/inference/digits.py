@@ -34,7 +34,8 @@ class DigitsCNN(nn.Module):
         self.fc = nn.Linear(embedding_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+        logits: torch.Tensor = self.fc(self.features(x))
+        return logits
 
 
 def bundled_weights_path() -> Path:

@@ -8,17 +8,13 @@ import torch
 from torch import nn
 
 from service.inference.preprocess import Preprocessing
-
-
-@dataclass
-class ClassScore:
-    class_id: int
-    label: str
-    confidence: float
+from service.inference.results import ClassScore
 
 
 @dataclass
 class ItemResult:
+    """One image's model output: its top classes and, when asked for, its embedding."""
+
     predictions: list[ClassScore]
     embedding: list[float] | None = None
 

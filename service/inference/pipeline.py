@@ -1,28 +1,26 @@
-"""The inference facade the HTTP layer and job workers call: decode, preprocess, batch, classify."""
+"""Image bytes to results for one resolved model version: decode, preprocess, batch, classify."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from service.errors import EmbeddingUnsupported, ServiceError, ShuttingDown
 from service.inference.device import lower_thread_priority
-from service.inference.errors import EmbeddingUnsupported, InferenceError, ShuttingDown
 from service.inference.images import decode_image
 from service.inference.model import ItemResult
 from service.inference.preprocess import Preprocessing
 from service.inference.registry import ModelRegistry
+from service.inference.results import Classification, Embedding
 from service.settings import Settings
-
-_default_tracer = trace.get_tracer("service.inference")
 
 
 class PipelineObserver(Protocol):
@@ -31,47 +29,18 @@ class PipelineObserver(Protocol):
     def inflight(self, delta: int) -> None: ...
 
 
-_OUTCOMES = {
-    "INVALID_IMAGE": "invalid_image",
-    "PAYLOAD_TOO_LARGE": "invalid_image",
-    "INFERENCE_TIMEOUT": "timeout",
-    "OVERLOADED": "overloaded",
-    "SHUTTING_DOWN": "overloaded",
-}
-
-
-@dataclass
-class BatchResult:
-    model_name: str
-    model_version: str
-    outcomes: list[ItemResult | InferenceError]
-    inference_time_ms: float
-
-    def prediction_payload(self, result: ItemResult, request_id: str) -> dict[str, Any]:
-        """The contract's PredictionResponse for one of this batch's results."""
-        return {
-            "predictions": [
-                {"label": p.label, "class_id": p.class_id, "confidence": min(1.0, max(0.0, p.confidence))}
-                for p in result.predictions
-            ],
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "inference_time_ms": round(self.inference_time_ms, 3),
-            "request_id": request_id,
-        }
-
-
 class InferencePipeline:
     def __init__(
         self,
         settings: Settings,
         registry: ModelRegistry,
+        *,
+        tracer: trace.Tracer,
         observer: PipelineObserver | None = None,
-        tracer: trace.Tracer | None = None,
-    ):
+    ) -> None:
         self.settings = settings
-        self._tracer = tracer or _default_tracer
         self.registry = registry
+        self._tracer = tracer
         self._observer = observer
         self._decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads,
@@ -79,40 +48,47 @@ class InferencePipeline:
             initializer=lower_thread_priority,
             initargs=(settings.worker_niceness,),
         )
-        self.draining = False
-        self.inflight = 0
-
-    @contextmanager
-    def _track(self):  # type: ignore[no-untyped-def]
-        if self.draining:
-            raise ShuttingDown("the server is shutting down")
-        self.inflight += 1
-        if self._observer is not None:
-            self._observer.inflight(1)
-        try:
-            yield
-        finally:
-            self.inflight -= 1
-            if self._observer is not None:
-                self._observer.inflight(-1)
+        self.accepting = True
 
     def deadline(self) -> float:
         return time.monotonic() + self.settings.request_timeout_s
 
     async def classify(
-        self,
-        images: Sequence[bytes],
-        *,
-        model: str | None = None,
-        version: str | None = None,
-        top_k: int = 5,
-        embed: bool = False,
-        deadline: float | None = None,
-    ) -> BatchResult:
-        """Classify each image; per-image failures come back as errors in ``outcomes``."""
-        with self._track():
+        self, images: Sequence[bytes], *, model: str, version: str, top_k: int = 5, deadline: float | None = None
+    ) -> list[Classification | ServiceError]:
+        """Classify each image with ``model:version``; per-image failures come back in place of results."""
+        outcomes, elapsed_ms = await self._run(images, model, version, top_k=top_k, embed=False, deadline=deadline)
+        return [
+            outcome
+            if isinstance(outcome, ServiceError)
+            else Classification(tuple(outcome.predictions), model, version, round(elapsed_ms, 3))
+            for outcome in outcomes
+        ]
+
+    async def embed(self, image: bytes, *, model: str, version: str, deadline: float | None = None) -> Embedding:
+        (outcome,), _ = await self._run([image], model, version, top_k=1, embed=True, deadline=deadline)
+        if isinstance(outcome, ServiceError):
+            raise outcome
+        assert outcome.embedding is not None
+        return Embedding(tuple(outcome.embedding), model, version)
+
+    @contextmanager
+    def _inflight(self) -> Iterator[None]:
+        if not self.accepting:
+            raise ShuttingDown()
+        if self._observer is not None:
+            self._observer.inflight(1)
+        try:
+            yield
+        finally:
+            if self._observer is not None:
+                self._observer.inflight(-1)
+
+    async def _run(
+        self, images: Sequence[bytes], name: str, version: str, *, top_k: int, embed: bool, deadline: float | None
+    ) -> tuple[list[ItemResult | ServiceError], float]:
+        with self._inflight():
             deadline = deadline or self.deadline()
-            name, version = self.registry.resolve(model, version)
             entry = await self.registry.get(name, version)
             assert entry.model is not None and entry.batcher is not None
             if embed and not entry.model.supports_embedding:
@@ -122,7 +98,7 @@ class InferencePipeline:
             started = time.monotonic()
             try:
                 batch_outcomes = await entry.batcher.submit(tensors, deadline=deadline, top_k=top_k, embed=embed)
-            except InferenceError as exc:
+            except ServiceError as exc:
                 for _ in tensors:
                     self._count(name, version, exc)
                 raise
@@ -131,37 +107,19 @@ class InferencePipeline:
             outcomes = [next(results) if isinstance(d, torch.Tensor) else d for d in decoded]
             for outcome in outcomes:
                 self._count(name, version, outcome)
-            return BatchResult(name, version, outcomes, elapsed_ms)
+            return outcomes, elapsed_ms
 
-    async def classify_one(
-        self,
-        image: bytes,
-        *,
-        model: str | None = None,
-        version: str | None = None,
-        top_k: int = 5,
-        embed: bool = False,
-        deadline: float | None = None,
-    ) -> tuple[ItemResult, BatchResult]:
-        """Classify one image; its own failure is raised instead of returned."""
-        batch = await self.classify([image], model=model, version=version, top_k=top_k, embed=embed, deadline=deadline)
-        outcome = batch.outcomes[0]
-        if isinstance(outcome, InferenceError):
-            raise outcome
-        return outcome, batch
+    def _count(self, name: str, version: str, outcome: ItemResult | ServiceError) -> None:
+        if self._observer is not None:
+            label = outcome.code.outcome if isinstance(outcome, ServiceError) else "success"
+            self._observer.prediction(name, version, label)
 
-    def _count(self, name: str, version: str, outcome: ItemResult | InferenceError) -> None:
-        if self._observer is None:
-            return
-        label = "success" if isinstance(outcome, ItemResult) else _OUTCOMES.get(outcome.code, "error")
-        self._observer.prediction(name, version, label)
-
-    async def _prepare(self, data: bytes, pre: Preprocessing) -> torch.Tensor | InferenceError:
+    async def _prepare(self, data: bytes, pre: Preprocessing) -> torch.Tensor | ServiceError:
         loop = asyncio.get_running_loop()
         ctx = otel_context.get_current()
         try:
             return await loop.run_in_executor(self._decode_pool, self._decode_and_preprocess, data, pre, ctx)
-        except InferenceError as exc:
+        except ServiceError as exc:
             return exc
 
     def _decode_and_preprocess(self, data: bytes, pre: Preprocessing, ctx: otel_context.Context) -> torch.Tensor:

@@ -9,13 +9,14 @@ import random
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 import torch
 from opentelemetry.trace import Tracer
 
+from service.errors import ModelNotFound, ModelNotLoaded
 from service.inference.batcher import BatchObserver, DynamicBatcher
 from service.inference.device import select_device, select_dtype
-from service.inference.errors import ModelNotFound, ModelNotLoaded
 from service.inference.model import LoadedModel
 from service.inference.sources import load_model
 from service.settings import ModelSpec, Settings
@@ -40,11 +41,9 @@ class ModelEntry:
     load_seconds: float | None = None
 
 
-class LoadObserver:
-    """Receives load-state changes (metrics); the default does nothing."""
-
-    def model_loaded(self, name: str, version: str, loaded: bool) -> None:
-        return None
+class LoadObserver(Protocol):
+    def model_loaded(self, name: str, version: str, loaded: bool) -> None: ...
+    def device_fallback(self, fallback: bool) -> None: ...
 
 
 class ModelRegistry:
@@ -52,10 +51,10 @@ class ModelRegistry:
         self,
         settings: Settings,
         *,
+        tracer: Tracer,
         batch_observer: BatchObserver | None = None,
         load_observer: LoadObserver | None = None,
         rng: random.Random | None = None,
-        tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
         self._tracer = tracer
@@ -65,14 +64,21 @@ class ModelRegistry:
         self._entries = {spec.key: ModelEntry(spec) for spec in settings.models}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._batch_observer = batch_observer
-        self._load_observer = load_observer or LoadObserver()
+        self._load_observer = load_observer
         self._rng = rng or random.Random()
         self.startup_complete = False
         self.warmed_up = False
         self.startup_error: str | None = None
         self._startup_task: asyncio.Task[None] | None = None
-        for spec in settings.models:
-            self._load_observer.model_loaded(spec.name, spec.version, False)
+        if load_observer is not None:
+            load_observer.device_fallback(self.device_fallback)
+            for spec in settings.models:
+                load_observer.model_loaded(spec.name, spec.version, False)
+
+    @property
+    def device_fallback(self) -> bool:
+        """CUDA was asked for explicitly but the process serves on the CPU."""
+        return self.settings.device == "cuda" and self.device.type != "cuda"
 
     # Resolution -----------------------------------------------------------------------------
 
@@ -94,6 +100,11 @@ class ModelRegistry:
 
     def entries(self) -> list[ModelEntry]:
         return list(self._entries.values())
+
+    def traffic_weight(self, name: str, version: str) -> float | None:
+        """The share of unversioned requests ``version`` gets under the A/B split, None without a split."""
+        split = self.settings.traffic_split.get(name, {})
+        return split[version] / sum(split.values()) if version in split else None
 
     @property
     def ready(self) -> bool:
@@ -185,7 +196,8 @@ class ModelRegistry:
             )
             entry.load_seconds = time.monotonic() - started
             entry.state = LoadState.LOADED
-            self._load_observer.model_loaded(name, version, True)
+            if self._load_observer is not None:
+                self._load_observer.model_loaded(name, version, True)
             log.info("loaded %s:%s on %s in %.2fs", name, version, self.device, entry.load_seconds)
             return entry
 

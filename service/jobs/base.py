@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from service.errors import INTERNAL_ERROR_MESSAGE, ErrorCode, ServiceError
+from service.inference.results import Classification
 
 JobState = Literal["pending", "processing", "completed", "failed"]
 TERMINAL: tuple[JobState, ...] = ("completed", "failed")
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class JobRequest:
     image: bytes
     model: str | None
@@ -20,25 +23,37 @@ class JobRequest:
     request_id: str
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class JobFailure:
+    code: ErrorCode
+    message: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> JobFailure:
+        """A job's error as stored: a service error keeps its code and message, anything else is internal."""
+        if isinstance(exc, ServiceError):
+            return cls(exc.code, exc.message)
+        return cls(ErrorCode.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
+
+
+@dataclass(frozen=True, slots=True)
 class JobRecord:
     job_id: str
     status: JobState = "pending"
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
+    result: Classification | None = None
+    error: JobFailure | None = None
+    # The submitting request's ID: the job's result and error carry it, as a sync response would.
+    request_id: str = ""
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
 
 
-# Runs one job: returns ("completed", PredictionResponse dict, None) or ("failed", None, ErrorBody dict).
-JobRunner = Callable[[str, JobRequest], Awaitable[tuple[JobState, dict[str, Any] | None, dict[str, Any] | None]]]
+# Runs one job (its id, its request): its classification, or a ServiceError for a failure of its own.
+JobRunner = Callable[[str, JobRequest], Awaitable[Classification]]
 
 
 class JobObserver(Protocol):

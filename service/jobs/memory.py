@@ -4,33 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
-from service.inference.errors import ImageTooLarge, Overloaded
-from service.jobs.base import JobBackend, JobObserver, JobRecord, JobRequest, JobRunner
+from service.errors import ImageTooLarge, Overloaded, ServiceError
+from service.inference.results import Classification
+from service.jobs.base import JobBackend, JobFailure, JobObserver, JobRecord, JobRequest, JobRunner, JobState
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class MemoryJobBackend(JobBackend):
-    def __init__(
-        self,
-        *,
-        max_queue: int,
-        ttl_s: float,
-        max_bytes: int | None = None,
-        concurrency: int = 4,
-        observer: JobObserver | None = None,
-    ) -> None:
-        self.max_queue = max_queue
-        self.max_bytes = max_bytes
-        self.ttl_s = ttl_s
+    def __init__(self, settings: Settings, *, observer: JobObserver | None = None, concurrency: int = 4) -> None:
+        self.max_queue = settings.jobs_max_queue
+        self.max_bytes = settings.max_body_bytes
+        self.ttl_s = settings.job_ttl_s
         self._concurrency = concurrency
         self._observer = observer
         self._records: OrderedDict[str, JobRecord] = OrderedDict()
         self._idempotency: dict[str, str] = {}
-        self._changed: dict[str, asyncio.Condition] = {}
+        # One condition for all jobs: watchers re-check their own record when any job changes.
+        self._changed = asyncio.Condition()
         self._queue: asyncio.Queue[tuple[str, JobRequest]] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._runner: JobRunner | None = None
@@ -53,13 +53,12 @@ class MemoryJobBackend(JobBackend):
         existing = self._idempotency.get(idempotency_key) if idempotency_key is not None else None
         if existing is not None and (record := self._records.get(existing)) is not None:
             return record
-        if self.max_bytes is not None and len(request.image) > self.max_bytes:
+        if len(request.image) > self.max_bytes:
             raise ImageTooLarge(f"the image is {len(request.image)} bytes, over the {self.max_bytes}-byte limit")
         if self._queue.full():
-            raise Overloaded("the job queue is full", retry_after=1)
-        record = JobRecord(job_id=uuid.uuid4().hex)
+            raise Overloaded("the job queue is full")
+        record = JobRecord(job_id=uuid.uuid4().hex, request_id=request.request_id)
         self._records[record.job_id] = record
-        self._changed[record.job_id] = asyncio.Condition()
         if idempotency_key is not None:
             self._idempotency[idempotency_key] = record.job_id
         self._queue.put_nowait((record.job_id, request))
@@ -72,29 +71,30 @@ class MemoryJobBackend(JobBackend):
 
     async def watch(self, job_id: str) -> AsyncIterator[JobRecord]:
         record = self._records.get(job_id)
-        condition = self._changed.get(job_id)
-        if record is None or condition is None:
-            return
-        last = None
-        while True:
-            snapshot = (record.status, record.updated_at)
-            if snapshot != last:
-                last = snapshot
-                yield JobRecord(**record.as_dict())
+        while record is not None:
+            yield record
             if record.finished:
                 return
-            seen = last
-            async with condition:
-                await condition.wait_for(lambda seen=seen: (record.status, record.updated_at) != seen)
+            async with self._changed:
+                await self._changed.wait_for(functools.partial(self._replaced, record))
+            record = self._records.get(job_id)
 
-    async def _update(self, record: JobRecord, **changes: object) -> None:
-        for key, value in changes.items():
-            setattr(record, key, value)
-        record.updated_at = time.time()
-        condition = self._changed.get(record.job_id)
-        if condition is not None:
-            async with condition:
-                condition.notify_all()
+    def _replaced(self, seen: JobRecord) -> bool:
+        return self._records.get(seen.job_id) is not seen
+
+    async def _update(
+        self,
+        record: JobRecord,
+        status: JobState,
+        *,
+        result: Classification | None = None,
+        error: JobFailure | None = None,
+    ) -> JobRecord:
+        updated = replace(record, status=status, result=result, error=error, updated_at=time.time())
+        self._records[record.job_id] = updated
+        async with self._changed:
+            self._changed.notify_all()
+        return updated
 
     async def _work(self) -> None:
         assert self._queue is not None and self._runner is not None
@@ -104,23 +104,17 @@ class MemoryJobBackend(JobBackend):
             record = self._records.get(job_id)
             if record is None:
                 continue
-            await self._update(record, status="processing")
+            record = await self._update(record, "processing")
             try:
-                status, result, error = await self._runner(job_id, request)
+                result = await self._runner(job_id, request)
             except Exception as exc:  # a job must never take its worker down
-                status, result, error = (
-                    "failed",
-                    None,
-                    {
-                        "error": "INTERNAL_ERROR",
-                        "message": type(exc).__name__,
-                        "path": "/api/v1/predict/async",
-                        "request_id": request.request_id,
-                    },
-                )
-            await self._update(record, status=status, result=result, error=error)
+                if not isinstance(exc, ServiceError):
+                    log.exception("job %s raised", job_id)
+                record = await self._update(record, "failed", error=JobFailure.from_exception(exc))
+            else:
+                record = await self._update(record, "completed", result=result)
             if self._observer is not None:
-                self._observer.job_finished(status, record.updated_at - record.created_at)
+                self._observer.job_finished(record.status, record.updated_at - record.created_at)
 
     def _report_depth(self) -> None:
         if self._observer is not None and self._queue is not None:
@@ -130,10 +124,7 @@ class MemoryJobBackend(JobBackend):
         cutoff = time.time() - self.ttl_s
         while self._records:
             job_id, record = next(iter(self._records.items()))
-            if record.created_at > cutoff:
-                break
-            if not record.finished:
+            if record.created_at > cutoff or not record.finished:
                 break
             del self._records[job_id]
-            self._changed.pop(job_id, None)
         self._idempotency = {k: v for k, v in self._idempotency.items() if v in self._records}

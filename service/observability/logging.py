@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import logging.config
 from typing import Any
 
 from asgi_correlation_id import correlation_id
@@ -60,7 +59,3 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
             "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }
-
-
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    logging.config.dictConfig(logging_config(level, fmt))

@@ -62,6 +62,12 @@ class InferenceMetrics:
             registry=registry,
             multiprocess_mode="livemin",
         )
+        self.device_fallback_gauge = Gauge(
+            "ml_api_device_fallback",
+            "1 when ML_API_DEVICE=cuda but no usable GPU exists, so the process serves on the CPU.",
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self.predictions = Counter(
             "ml_api_predictions", "Images classified, by outcome.", (*labels, "outcome"), registry=registry
         )
@@ -96,6 +102,9 @@ class InferenceMetrics:
     # LoadObserver
     def model_loaded(self, name: str, version: str, loaded: bool) -> None:
         self.model_loaded_gauge.labels(name, version).set(1 if loaded else 0)
+
+    def device_fallback(self, fallback: bool) -> None:
+        self.device_fallback_gauge.set(1 if fallback else 0)
 
     # PipelineObserver
     def image_decoded(self, seconds: float) -> None:

@@ -5,21 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
-from service.inference.errors import ImageTooLarge, Overloaded
-from service.jobs.base import JobBackend, JobRecord, JobRequest, JobState
+from service.errors import ErrorCode, ImageTooLarge, InvalidImage, Overloaded
+from service.inference.results import Classification, ClassScore
+from service.jobs.base import JobBackend, JobFailure, JobRecord, JobRequest
 from service.jobs.memory import MemoryJobBackend
 from service.jobs.redis_backend import RedisJobBackend
-from service.jobs.runner import JOB_PATH
 from tests.conftest import make_settings
 from tests.jobs.conftest import redis_server_running
 
 pytestmark = pytest.mark.anyio
 
-Outcome = tuple[JobState, dict[str, Any] | None, dict[str, Any] | None]
+
+def echo(request: JobRequest) -> Classification:
+    """What the gated runner answers for ``request``: its size and top_k, so results are checkable."""
+    return Classification((ClassScore(request.top_k, "bytes", float(len(request.image))),), "gated", "1", 0.5)
 
 
 class GatedRunner:
@@ -34,13 +36,13 @@ class GatedRunner:
         self.started_event = asyncio.Event()
         self.fail_with: Exception | None = None
 
-    async def __call__(self, job_id: str, request: JobRequest) -> Outcome:
+    async def __call__(self, job_id: str, request: JobRequest) -> Classification:
         self.started.append(job_id)
         self.started_event.set()
         await self.release.wait()
         if self.fail_with is not None:
             raise self.fail_with
-        return "completed", {"bytes": len(request.image), "top_k": request.top_k}, None
+        return echo(request)
 
     async def wait_started(self, count: int, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):
@@ -63,7 +65,8 @@ def make_backend(request: pytest.FixtureRequest) -> BackendFactory:
         backend: JobBackend
         with contextlib.ExitStack() as stack:
             if request.param == "memory":
-                backend = MemoryJobBackend(max_queue=max_queue, ttl_s=ttl_s, max_bytes=max_bytes, concurrency=1)
+                settings = make_settings(jobs_max_queue=max_queue, job_ttl_s=ttl_s, max_body_bytes=max_bytes)
+                backend = MemoryJobBackend(settings, concurrency=1)
             else:
                 server = stack.enter_context(redis_server_running())
                 settings = make_settings(
@@ -101,7 +104,8 @@ async def test_a_submitted_job_is_pending_until_run_then_completed_with_the_runn
 ) -> None:
     runner = GatedRunner()
     async with make_backend(runner) as backend:
-        submitted = await backend.submit(job(image=b"x" * 123, top_k=4))
+        request = job(image=b"x" * 123, top_k=4, request_id="req-123")
+        submitted = await backend.submit(request)
         assert submitted.status == "pending"
         await runner.wait_started(1)
         processing = await backend.get(submitted.job_id)
@@ -109,8 +113,9 @@ async def test_a_submitted_job_is_pending_until_run_then_completed_with_the_runn
         runner.release.set()
         final = await until_finished(backend, submitted.job_id)
         assert final.status == "completed"
-        assert final.result == {"bytes": 123, "top_k": 4}
+        assert final.result == echo(request)
         assert final.error is None
+        assert final.request_id == "req-123"
         assert final.created_at == pytest.approx(submitted.created_at)
         assert final.updated_at >= final.created_at
         stored = await backend.get(submitted.job_id)
@@ -172,12 +177,20 @@ async def test_a_runner_exception_fails_the_job_with_an_internal_error(make_back
         final = await until_finished(backend, submitted.job_id)
         assert final.status == "failed"
         assert final.result is None
-        assert final.error == {
-            "error": "INTERNAL_ERROR",
-            "message": "RuntimeError",
-            "path": JOB_PATH,
-            "request_id": "req-boom",
-        }
+        # An unexpected exception's text stays in the server log, never in the job's error.
+        assert final.error == JobFailure(ErrorCode.INTERNAL_ERROR, "internal server error")
+        assert final.request_id == "req-boom"
+
+
+async def test_a_service_error_fails_the_job_with_its_own_code_and_message(make_backend: BackendFactory) -> None:
+    runner = GatedRunner()
+    runner.fail_with = InvalidImage("the bytes are not a decodable image")
+    async with make_backend(runner) as backend:
+        submitted = await backend.submit(job())
+        runner.release.set()
+        final = await until_finished(backend, submitted.job_id)
+        assert (final.status, final.result) == ("failed", None)
+        assert final.error == JobFailure(ErrorCode.INVALID_IMAGE, "the bytes are not a decodable image")
 
 
 async def test_jobs_waiting_beyond_the_queue_bound_are_refused_with_retry_after(make_backend: BackendFactory) -> None:

@@ -7,12 +7,15 @@ import json
 
 import pytest
 
-from service.inference.errors import ImageTooLarge, Overloaded
+from service.errors import ImageTooLarge, Overloaded, ShuttingDown
+from service.inference.results import Classification, ClassScore
 from service.jobs.base import JobRequest
-from service.jobs.redis_backend import GROUP, RedisJobBackend
+from service.jobs.codec import record_from_json
+from service.jobs.redis_backend import RedisJobBackend
+from service.jobs.redis_keys import GROUP
 from tests.conftest import make_settings
 from tests.jobs.conftest import RedisServer
-from tests.jobs.test_backends import GatedRunner, Outcome, job, until_finished
+from tests.jobs.test_backends import GatedRunner, echo, job, until_finished
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -56,18 +59,20 @@ async def test_a_stalled_workers_job_is_reclaimed_and_only_the_first_final_resul
     submitted = await rescuer.submit(job(image=b"abc"))
     await slow.wait_started(1)
 
-    async def fast(job_id: str, request: JobRequest) -> Outcome:
-        return "completed", {"by": "worker-b"}, None
+    by_b = Classification((ClassScore(0, "worker-b", 1.0),), "digits", "b", 1.0)
+
+    async def fast(job_id: str, request: JobRequest) -> Classification:
+        return by_b
 
     rescuer.consume = True
     await rescuer.start(fast)
     final = await until_finished(rescuer, submitted.job_id)
-    assert final.result == {"by": "worker-b"}
+    assert final.result == by_b
 
     # A finally finishes too: its late result must not replace B's.
     slow.release.set()
     async with asyncio.timeout(10):
-        while counter.finished != ["completed"] or stalled._inflight:
+        while counter.finished != ["completed"] or (stalled.worker and stalled.worker.inflight):
             await asyncio.sleep(0.02)
     await stalled.close()
     await rescuer.close()
@@ -75,7 +80,7 @@ async def test_a_stalled_workers_job_is_reclaimed_and_only_the_first_final_resul
     assert counter.finished == ["completed"]  # one finished job counted, not two
     with redis_server.client() as client:
         stored = client.hgetall(f"ml-api:job:{submitted.job_id}")
-        assert json.loads(stored[b"record"])["result"] == {"by": "worker-b"}
+        assert record_from_json(stored[b"record"]).result == by_b
         assert stored[b"final"] == b"worker-b"
         assert stored[b"worker"] == b"worker-b"
         assert stored[b"attempts"] == b"2"
@@ -142,7 +147,7 @@ async def test_queued_jobs_survive_a_redis_crash_with_aof(redis_server: RedisSer
     await consumer.start(runner)
     try:
         finals = [await until_finished(consumer, s.job_id) for s in submitted]
-        assert [f.result for f in finals] == [{"bytes": 10, "top_k": 3}] * 3
+        assert [f.result for f in finals] == [echo(job(image=bytes([i]) * 10)) for i in range(3)]
         assert sorted(runner.started) == sorted(s.job_id for s in submitted)
     finally:
         await consumer.close()
@@ -173,9 +178,9 @@ async def test_the_consumer_rides_out_a_redis_restart(redis_server: RedisServer)
 async def test_a_draining_worker_hands_its_job_back_and_another_runs_it_without_waiting_for_reclaim(
     redis_server: RedisServer,
 ) -> None:
-    async def draining(job_id: str, request: JobRequest) -> Outcome:
+    async def draining(job_id: str, request: JobRequest) -> Classification:
         # What the pipeline answers once this process is shutting down.
-        return "failed", None, {"error": "SHUTTING_DOWN", "message": "the server is shutting down"}
+        raise ShuttingDown()
 
     leaving = backend(redis_server, consumer="leaving")
     await leaving.start(draining)
@@ -196,7 +201,7 @@ async def test_a_draining_worker_hands_its_job_back_and_another_runs_it_without_
     await staying.start(runner)
     try:
         final = await until_finished(staying, submitted.job_id, timeout=5)
-        assert final.result == {"bytes": len(b"handed-back"), "top_k": 3}
+        assert final.result == echo(job(image=b"handed-back"))
         assert runner.started == [submitted.job_id]  # the draining worker took no further job
     finally:
         await staying.close()

@@ -12,7 +12,9 @@ import time
 import httpx
 import pytest
 
-from service.jobs.redis_backend import GROUP
+from service.api.schemas import JobStatus
+from service.jobs.codec import record_from_json
+from service.jobs.redis_keys import GROUP
 from tests.jobs.conftest import RedisServer, ServiceProcess, redis_env, services, wait_for_job
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -80,7 +82,7 @@ def test_a_job_whose_worker_is_killed_mid_job_is_completed_by_another_replica_ex
     assert done["result"]["predictions"] == sync["predictions"]
     assert stored[b"final"] == stored[b"worker"] == consumer_of(survivor)
     assert stored[b"attempts"] == b"2"
-    assert json.loads(stored[b"record"]) == done
+    assert JobStatus.of(record_from_json(stored[b"record"]), "/api/v1/predict/async").model_dump(mode="json") == done
     # Exactly one final result: one terminal event, after the two attempts.
     assert event_statuses(redis_server, job_id) == ["pending", "processing", "processing", "completed"]
 

@@ -1,46 +1,73 @@
-"""Async job status and its Server-Sent Events."""
+"""Asynchronous classification: submit a job, read its state, follow it as Server-Sent Events."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Header, Path, Request, status
 from sse_starlette import EventSourceResponse
 
-from service.api.deps import JobsDep
-from service.api.errors import COMMON_ERRORS, ApiError
-from service.api.schemas import JobStatus
+from service.api.bodies import body_doc, json_body
+from service.api.deps import DataPlaneDep, InputsDep, ModelRefDep, RequestIdDep
+from service.api.errors import IMAGE_CODES, error_responses
+from service.api.policy import JobsRoute
+from service.api.schemas import JobAccepted, JobStatus, PredictionRequest
+from service.errors import ErrorCode
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=COMMON_ERRORS)
+router = APIRouter(route_class=JobsRoute, responses=error_responses(ErrorCode.JOB_NOT_FOUND))
 JobId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+IdempotencyKey = Annotated[str | None, Header(max_length=128, pattern=r"^[\x21-\x7e]+$")]
 
 
-def _not_found(job_id: str) -> ApiError:
-    return ApiError("JOB_NOT_FOUND", f"no job {job_id!r} (unknown or expired)")
+@router.post(
+    "/predict/async",
+    response_model=JobAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Submit an image for asynchronous classification",
+    tags=["predict"],
+    responses=error_responses(*IMAGE_CODES),
+    openapi_extra=body_doc(PredictionRequest),
+)
+async def predict_async(
+    model: ModelRefDep,
+    body: Annotated[PredictionRequest, json_body(PredictionRequest)],
+    request: Request,
+    dataplane: DataPlaneDep,
+    inputs: InputsDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobAccepted:
+    record = await dataplane.submit_job(
+        inputs.source(body), model, top_k=body.top_k, request_id=request_id, idempotency_key=idempotency_key
+    )
+    status_url = request.app.url_path_for("job_status", job_id=record.job_id)
+    return JobAccepted(job_id=record.job_id, status="pending", status_url=str(status_url))
 
 
-@router.get("/{job_id}", response_model=JobStatus, summary="Job state")
-async def job_status(job_id: JobId, jobs: JobsDep) -> dict[str, Any]:
-    record = await jobs.get(job_id)
-    if record is None:
-        raise _not_found(job_id)
-    return record.as_dict()
+@router.get("/jobs/{job_id}", response_model=JobStatus, summary="Job state", tags=["jobs"])
+async def job_status(job_id: JobId, request: Request, dataplane: DataPlaneDep) -> JobStatus:
+    return JobStatus.of(await dataplane.job(job_id), _submit_path(request))
 
 
 @router.get(
-    "/{job_id}/events",
+    "/jobs/{job_id}/events",
     summary="Server-Sent Events of the job's state until it completes or fails",
+    tags=["jobs"],
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "one data: event per JobStatus change"}},
 )
-async def job_events(job_id: JobId, jobs: JobsDep) -> EventSourceResponse:
-    if await jobs.get(job_id) is None:
-        raise _not_found(job_id)
+async def job_events(job_id: JobId, request: Request, dataplane: DataPlaneDep) -> EventSourceResponse:
+    records = await dataplane.watch_job(job_id)
+    submit_path = _submit_path(request)
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        async for record in jobs.watch(job_id):
-            yield {"event": record.status, "data": json.dumps(record.as_dict())}
+        async for record in records:
+            yield {"event": record.status, "data": JobStatus.of(record, submit_path).model_dump_json()}
 
     return EventSourceResponse(events(), ping=15)
+
+
+def _submit_path(request: Request) -> str:
+    """Where jobs are submitted: a failed job's ErrorBody names that path, as the sync error would."""
+    return str(request.app.url_path_for("predict_async"))

@@ -164,7 +164,7 @@ async def test_503_model_not_loaded_while_the_default_model_cannot_load(tmp_path
     }
     app = create_app(make_settings(models=[spec], default_model="broken"))
     async with running_app(app, wait_ready=False) as client:
-        await app.state.pipeline.registry.wait_started()
+        await app.state.dataplane.registry.wait_started()
         assert_error(await client.get("/health/ready"), 503, "MODEL_NOT_LOADED")
         response = await client.post("/api/v1/predict", json={"image_base64": b64(b"x")})
         assert_error(response, 503, "MODEL_NOT_LOADED")
@@ -186,7 +186,7 @@ async def test_503_overloaded_with_retry_after_when_the_queue_is_full(digit_pngs
 
 async def test_503_shutting_down_refuses_new_inference_and_readiness(client: httpx.AsyncClient) -> None:
     client_app = client._transport.app  # type: ignore[attr-defined]
-    client_app.state.pipeline.draining = True
+    client_app.state.dataplane.stop_accepting()
     assert_error(await client.get("/health/ready"), 503, "SHUTTING_DOWN")
     response = await client.post("/api/v1/predict", json={"image_base64": b64(b"x")})
     assert_error(response, 503, "SHUTTING_DOWN")
@@ -229,3 +229,60 @@ async def test_500_internal_error_has_no_stack_trace(tmp_path: Path, digit_pngs:
         )
     body = assert_error(response, 500, "INTERNAL_ERROR")
     assert "Traceback" not in response.text and "this model always fails" not in body["message"]
+
+
+def test_every_error_code_has_one_http_status() -> None:
+    from service.api.errors import STATUS_BY_CODE
+    from service.errors import ErrorCode
+
+    assert set(STATUS_BY_CODE) == set(ErrorCode)
+    assert all(400 <= status <= 599 for status in STATUS_BY_CODE.values())
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, "BAD_REQUEST"), (401, "UNAUTHORIZED"), (403, "FORBIDDEN"), (404, "NOT_FOUND"), (405, "METHOD_NOT_ALLOWED"),
+     (406, "NOT_ACCEPTABLE"), (409, "CONFLICT"), (413, "PAYLOAD_TOO_LARGE"), (415, "UNSUPPORTED_MEDIA_TYPE"),
+     (418, "BAD_REQUEST"), (422, "VALIDATION_ERROR"), (429, "RATE_LIMITED"), (500, "INTERNAL_ERROR"),
+     (502, "INTERNAL_ERROR")],
+)  # fmt: skip
+async def test_framework_http_errors_keep_their_status_and_get_the_code_naming_it(status: int, code: str) -> None:
+    from fastapi import HTTPException
+
+    app = create_app(make_settings())
+
+    @app.get("/framework-error")
+    async def framework_error() -> None:
+        raise HTTPException(status_code=status, detail="raised by the framework")
+
+    async with running_app(app) as client:
+        response = await client.get("/framework-error")
+    body = assert_error(response, status, code)
+    assert body["message"] == "raised by the framework"
+
+
+async def test_the_openapi_error_docs_list_the_codes_of_each_status() -> None:
+    async with running_app(create_app(make_settings())) as client:
+        schema = (await client.get("/openapi.json")).json()
+    predict = schema["paths"]["/api/v1/predict"]["post"]["responses"]
+    assert predict["503"]["description"] == "MODEL_NOT_LOADED, OVERLOADED, SHUTTING_DOWN"
+    assert predict["400"]["description"] == "INVALID_IMAGE, IMAGE_FETCH_FAILED"
+    assert predict["404"]["description"] == "NOT_FOUND, MODEL_NOT_FOUND"
+    assert "JOB_NOT_FOUND" in schema["paths"]["/api/v1/jobs/{job_id}"]["get"]["responses"]["404"]["description"]
+    embed = schema["paths"]["/api/v1/embed"]["post"]["responses"]
+    assert embed["400"]["description"] == "INVALID_IMAGE, IMAGE_FETCH_FAILED, EMBEDDING_NOT_SUPPORTED"
+    from service.errors import ErrorCode
+
+    assert schema["components"]["schemas"]["ErrorCode"]["enum"] == [code.value for code in ErrorCode]
+
+
+def test_prediction_outcome_labels_come_from_the_error_codes() -> None:
+    from service.errors import ErrorCode
+
+    assert {code: code.outcome for code in ErrorCode if code.outcome != "error"} == {
+        ErrorCode.INVALID_IMAGE: "invalid_image",
+        ErrorCode.PAYLOAD_TOO_LARGE: "invalid_image",
+        ErrorCode.INFERENCE_TIMEOUT: "timeout",
+        ErrorCode.OVERLOADED: "overloaded",
+        ErrorCode.SHUTTING_DOWN: "overloaded",
+    }

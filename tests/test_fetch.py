@@ -8,8 +8,8 @@ import ipaddress
 import pytest
 from PIL import Image
 
+from service.errors import ImageFetchFailed, UrlNotAllowed
 from service.fetch import ImageFetcher, address_allowed
-from service.inference.errors import ImageFetchFailed, UrlNotAllowed
 from tests.conftest import make_settings
 from tests.imagehost import image_host
 

@@ -1,97 +1,21 @@
-"""Dynamic batching: batches form under load, lone requests are not held, failures stay contained."""
+"""The dynamic batcher driven directly: lone requests are not held, failures stay contained."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
-import httpx
-import numpy as np
 import pytest
 import torch
+from opentelemetry import trace
 
-from service.app import create_app
+from service.errors import InferenceFailed, InferenceTimeout, Overloaded
 from service.inference.batcher import DynamicBatcher
-from service.inference.errors import InferenceFailed, InferenceTimeout, Overloaded
 from service.inference.model import ItemResult, LoadedModel
-from tests.conftest import make_settings, running_app
-from tests.inprocess import bundled_model, classify_in_process
+from tests.inprocess import bundled_model
 
 pytestmark = pytest.mark.anyio
-
-
-def _entry_stats(app) -> object:  # type: ignore[no-untyped-def]
-    entry = next(e for e in app.state.pipeline.registry.entries() if e.spec.name == "digits")
-    return entry.batcher.stats
-
-
-async def test_concurrent_requests_form_batches_and_each_gets_its_own_answer(digit_pngs: list[bytes]) -> None:
-    app = create_app(make_settings(max_batch_size=16))
-    images = digit_pngs[:96]
-    expected = [r.predictions[0].class_id for r in classify_in_process(bundled_model(), images)]
-    async with running_app(app) as client:
-        before = _entry_stats(app).batches  # the warm-up batch
-
-        async def one(png: bytes) -> int:
-            r = await client.post("/api/v1/predict/upload", content=png, headers={"content-type": "image/png"})
-            assert r.status_code == 200
-            return r.json()["predictions"][0]["class_id"]
-
-        got = await asyncio.gather(*(one(png) for png in images))
-        stats = _entry_stats(app)
-    assert got == expected
-    assert stats.max_batch > 1
-    assert stats.max_batch <= 16
-    assert stats.images == len(images) + 1  # + the warm-up image
-    assert stats.batches - before < len(images)
-
-
-async def test_stream_sends_one_event_per_image_then_done(
-    client: httpx.AsyncClient, digit_pngs: list[bytes], digits: tuple[np.ndarray, np.ndarray]
-) -> None:
-    import base64
-
-    body = {"images": [{"image_base64": base64.b64encode(p).decode()} for p in digit_pngs[:5]]}
-    body["images"].append({"image_base64": base64.b64encode(b"not an image").decode()})
-    async with client.stream("POST", "/api/v1/predict/stream", json=body) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        events = [line[len("data: ") :] async for line in response.aiter_lines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    payloads = [json.loads(e) for e in events[:-1]]
-    assert sorted(p["index"] for p in payloads) == list(range(6))
-    by_index = {p["index"]: p for p in payloads}
-    for i in range(5):
-        assert by_index[i]["predictions"][0]["label"] == str(digits[1][i])
-    assert by_index[5]["error"]["error"] == "INVALID_IMAGE"
-
-
-async def test_async_job_round_trip_and_its_events(
-    client: httpx.AsyncClient, digit_pngs: list[bytes], digits: tuple[np.ndarray, np.ndarray]
-) -> None:
-    import base64
-
-    submitted = await client.post(
-        "/api/v1/predict/async", json={"image_base64": base64.b64encode(digit_pngs[0]).decode()}
-    )
-    assert submitted.status_code == 202
-    job = submitted.json()
-    assert job["status"] == "pending" and job["status_url"] == f"/api/v1/jobs/{job['job_id']}"
-    async with client.stream("GET", f"{job['status_url']}/events") as response:
-        statuses = [
-            json.loads(line[len("data: ") :])["status"]
-            async for line in response.aiter_lines()
-            if line.startswith("data: ")
-        ]
-    assert statuses[-1] == "completed"
-    final = (await client.get(job["status_url"])).json()
-    assert final["status"] == "completed" and final["error"] is None
-    assert final["result"]["predictions"][0]["label"] == str(digits[1][0])
-    assert final["result"]["model_name"] == "digits"
-
-
-# --- the batcher itself, driven directly -------------------------------------------------------
+TRACER = trace.get_tracer("tests")
 
 
 def _loaded() -> LoadedModel:
@@ -103,7 +27,7 @@ def _tensor() -> torch.Tensor:
 
 
 async def test_a_lone_request_is_not_held_back_waiting_for_a_batch() -> None:
-    batcher = DynamicBatcher(_loaded(), max_batch_size=64, max_queue_size=64)
+    batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=64, max_queue_size=64)
     started = time.monotonic()
     [outcome] = await batcher.submit([_tensor()], deadline=time.monotonic() + 5)
     elapsed = time.monotonic() - started
@@ -114,7 +38,7 @@ async def test_a_lone_request_is_not_held_back_waiting_for_a_batch() -> None:
 
 
 async def test_images_not_requests_count_toward_max_batch_size() -> None:
-    batcher = DynamicBatcher(_loaded(), max_batch_size=4, max_queue_size=64)
+    batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=4, max_queue_size=64)
     outcomes = await batcher.submit([_tensor() for _ in range(10)], deadline=time.monotonic() + 5)
     await batcher.close()
     assert len(outcomes) == 10 and all(isinstance(o, ItemResult) for o in outcomes)
@@ -123,7 +47,7 @@ async def test_images_not_requests_count_toward_max_batch_size() -> None:
 
 
 async def test_max_batch_wait_collects_a_fuller_batch() -> None:
-    batcher = DynamicBatcher(_loaded(), max_batch_size=8, max_queue_size=64, max_batch_wait_s=0.2)
+    batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=8, max_queue_size=64, max_batch_wait_s=0.2)
     deadline = time.monotonic() + 5
 
     async def later(delay: float) -> None:
@@ -144,7 +68,7 @@ async def test_cuda_out_of_memory_halves_the_batch_and_retries_before_failing_an
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated device limit)")
         return model.run(batch, top_ks, embed)
 
-    batcher = DynamicBatcher(_loaded(), max_batch_size=8, max_queue_size=64, run=fits_two)
+    batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=8, max_queue_size=64, run=fits_two)
     outcomes = await batcher.submit([_tensor() for _ in range(8)], deadline=time.monotonic() + 5)
     await batcher.close()
     assert all(isinstance(o, ItemResult) for o in outcomes)
@@ -157,7 +81,7 @@ async def test_a_failing_batch_fails_only_the_images_that_fail_alone() -> None:
             raise RuntimeError("kernel failure on this input")
         return model.run(batch, top_ks, embed)
 
-    batcher = DynamicBatcher(_loaded(), max_batch_size=8, max_queue_size=64, run=poisoned)
+    batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=8, max_queue_size=64, run=poisoned)
     images = [_tensor() for _ in range(8)]
     images[5] = torch.full((1, 8, 8), 255, dtype=torch.uint8)
     outcomes = await batcher.submit(images, deadline=time.monotonic() + 5)
@@ -175,7 +99,7 @@ async def test_expired_requests_are_dropped_before_inference_and_full_queue_is_r
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
         return model.run(batch, top_ks, embed)
 
-    batcher = DynamicBatcher(_loaded(), max_batch_size=1, max_queue_size=2, run=slow)
+    batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=1, max_queue_size=2, run=slow)
     blocker = asyncio.create_task(batcher.submit([_tensor()], deadline=time.monotonic() + 10))
     while not seen:
         await asyncio.sleep(0.01)
@@ -206,7 +130,7 @@ async def test_inference_threads_run_at_lower_priority_than_the_event_loop() -> 
         seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         return model.run(batch, top_ks, embed)
 
-    batcher = DynamicBatcher(_loaded(), max_batch_size=4, max_queue_size=8, run=record_nice, niceness=5)
+    batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=4, max_queue_size=8, run=record_nice, niceness=5)
     await batcher.submit([_tensor()], deadline=time.monotonic() + 5)
     await batcher.close()
     loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())

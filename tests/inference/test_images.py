@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.inference.errors import ImageTooLarge, InvalidImage
+from service.errors import ImageTooLarge, InvalidImage
 from service.inference.images import decode_image
 
 LIMIT = 25_000_000

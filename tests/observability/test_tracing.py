@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind
 from service.app import create_app
 from service.observability import tracing
 from tests.conftest import make_settings, running_app
-from tests.ops.servers import server
+from tests.servers import server
 
 UPLOAD = "POST /api/v1/predict/upload"
 

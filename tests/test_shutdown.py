@@ -14,7 +14,7 @@ import pytest
 
 from service.app import create_app
 from tests.conftest import make_settings, running_app
-from tests.ops.servers import Server
+from tests.servers import Server
 
 SHUTTING_DOWN = "SHUTTING_DOWN"
 

@@ -1,0 +1,1 @@
+"""Developer tooling run from a checkout (never imported by the service or its image)."""

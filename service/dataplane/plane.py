@@ -1,0 +1,267 @@
+"""``DataPlane``: models, inference, jobs and health for every front end, over the inference core."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+
+from opentelemetry.trace import Tracer
+
+from service import __version__
+from service.dataplane.sources import ImageItem, ImageSource, ImageUrl, ModelRef
+from service.dataplane.status import DrainState, HealthReport, HealthStatus, ModelsReport, ModelStatus
+from service.errors import (
+    INTERNAL_ERROR_MESSAGE,
+    InferenceFailed,
+    InvalidRequest,
+    JobNotFound,
+    ModelNotLoaded,
+    ServiceError,
+    ShuttingDown,
+)
+from service.fetch import ImageFetcher
+from service.inference.device import configure_torch_threads
+from service.inference.pipeline import InferencePipeline
+from service.inference.registry import LoadState, ModelRegistry
+from service.inference.results import Classification, Embedding
+from service.jobs.base import JobBackend, JobRecord, JobRequest
+from service.jobs.factory import build_job_backend
+from service.observability.metrics import InferenceMetrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Outcome = Classification | ServiceError
+
+
+class DataPlane:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: ModelRegistry,
+        pipeline: InferencePipeline,
+        fetcher: ImageFetcher,
+        jobs: JobBackend,
+        drain: DrainState,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.pipeline = pipeline
+        self.fetcher = fetcher
+        self.jobs = jobs
+        self.drain = drain
+
+    @classmethod
+    def build(cls, settings: Settings, *, tracer: Tracer, metrics: InferenceMetrics, drain: DrainState) -> DataPlane:
+        registry = ModelRegistry(settings, tracer=tracer, batch_observer=metrics, load_observer=metrics)
+        return cls(
+            settings,
+            registry=registry,
+            pipeline=InferencePipeline(settings, registry, tracer=tracer, observer=metrics),
+            fetcher=ImageFetcher(settings),
+            jobs=build_job_backend(settings, observer=metrics),
+            drain=drain,
+        )
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Size torch's threads, start the job workers and load the default model in the background."""
+        configure_torch_threads(self.settings.workers, self.settings.torch_threads)
+        await self.jobs.start(self._run_job)
+        self.registry.start()
+
+    def stop_accepting(self) -> None:
+        """Refuse new inference (the server has waited for in-flight requests); job workers hand work back."""
+        self.pipeline.accepting = False
+
+    async def close(self) -> None:
+        self.drain.draining = True
+        self.stop_accepting()
+        await self.jobs.close()
+        await self.registry.close(drain_timeout=self.settings.shutdown_grace_s)
+        await self.fetcher.aclose()
+        self.pipeline.close()
+
+    # Models and health ----------------------------------------------------------------------
+
+    def resolve(self, ref: ModelRef) -> ModelRef:
+        """The model version ``ref`` is served by (raises ModelNotFound); resolve once per request, since
+        an A/B split draws a version each time."""
+        name, version = self.registry.resolve(ref.name, ref.version)
+        return ModelRef(name, version)
+
+    def models(self) -> ModelsReport:
+        return ModelsReport(default=self.settings.default_model, models=self._model_statuses())
+
+    def check_started(self) -> None:
+        if not self.registry.startup_complete:
+            raise ModelNotLoaded("the default model is still loading")
+
+    def check_ready(self) -> None:
+        """Raise why this process cannot serve now: draining, or the default model not loaded and warm."""
+        if self.drain.draining or not self.pipeline.accepting:
+            raise ShuttingDown()
+        if self.registry.startup_error is not None:
+            # The load error itself (paths, library messages) is in the log, not in a probe's answer.
+            raise ModelNotLoaded("the default model failed to load; the server log says why")
+        if not self.registry.ready:
+            raise ModelNotLoaded("the default model is not loaded and warmed up yet")
+        if self.settings.device_required and self.registry.device_fallback:
+            raise ModelNotLoaded("ML_API_DEVICE=cuda but no usable GPU, and ML_API_DEVICE_REQUIRED is set")
+
+    def health(self) -> HealthReport:
+        registry = self.registry
+        status: HealthStatus = "healthy"
+        if registry.any_failed or not registry.ready:
+            status = "unhealthy"
+        elif registry.device_fallback:
+            status = "degraded"
+        return HealthReport(
+            status=status,
+            model_loaded=registry.ready,
+            gpu_available=registry.gpu_available,
+            version=__version__,
+            models=self._model_statuses(),
+        )
+
+    def _model_statuses(self) -> tuple[ModelStatus, ...]:
+        registry = self.registry
+        return tuple(
+            ModelStatus(
+                name=entry.spec.name,
+                version=entry.spec.version,
+                labels_count=len(entry.model.labels) if entry.model else None,
+                device=str(registry.device),
+                loaded=entry.state is LoadState.LOADED,
+                default=entry.spec.name == self.settings.default_model,
+                state=entry.state.value,
+                traffic_weight=registry.traffic_weight(entry.spec.name, entry.spec.version),
+            )
+            for entry in registry.entries()
+        )
+
+    # Inference ------------------------------------------------------------------------------
+
+    async def classify(self, source: ImageSource, model: ModelRef, *, top_k: int = 5) -> Classification:
+        """Classify one image; its failure is raised. An unknown model fails before any URL is fetched."""
+        resolved = self.resolve(model)
+        data = await self._read(source)
+        (outcome,) = await self._classify([data], resolved, top_k=top_k)
+        if isinstance(outcome, ServiceError):
+            raise outcome
+        return outcome
+
+    async def classify_many(self, items: Sequence[ImageItem], model: ModelRef, *, top_k: int = 5) -> list[Outcome]:
+        """Classify several images as one batch submission; each item fails on its own."""
+        self._check_count(items)
+        resolved = self.resolve(model)
+        read = await asyncio.gather(*(self._read_or_error(item) for item in items))
+        images = [item for item in read if isinstance(item, bytes)]
+        classified = iter(await self._classify(images, resolved, top_k=top_k) if images else [])
+        return [next(classified) if isinstance(item, bytes) else item for item in read]
+
+    async def classify_stream(
+        self, items: Sequence[ImageItem], model: ModelRef, *, top_k: int = 5
+    ) -> AsyncGenerator[tuple[int, Outcome], None]:
+        """Check the request and load the model now (so those errors precede any streamed byte), then
+        return an iterator of ``(index, outcome)`` in completion order. Closing it early cancels the rest."""
+        self._check_count(items)
+        resolved = self.resolve(model)
+        assert resolved.name is not None and resolved.version is not None
+        await self.registry.get(resolved.name, resolved.version)
+        deadline = self.pipeline.deadline()
+
+        async def one(index: int, item: ImageItem) -> tuple[int, Outcome]:
+            try:
+                if isinstance(item, ServiceError):
+                    raise item
+                (outcome,) = await self._classify([await self._read(item)], resolved, top_k=top_k, deadline=deadline)
+            except ServiceError as exc:
+                outcome = exc
+            except Exception:  # one image's bug must not end the stream without its error event
+                log.exception("streamed image %d failed", index)
+                outcome = InferenceFailed(INTERNAL_ERROR_MESSAGE)
+            return index, outcome
+
+        async def events() -> AsyncGenerator[tuple[int, Outcome], None]:
+            tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(items)]
+            try:
+                for finished in asyncio.as_completed(tasks):
+                    yield await finished
+            finally:
+                for task in tasks:  # the client went away: stop the work it no longer wants
+                    task.cancel()
+
+        return events()
+
+    async def embed(self, source: ImageSource, model: ModelRef) -> Embedding:
+        resolved = self.resolve(model)
+        data = await self._read(source)
+        assert resolved.name is not None and resolved.version is not None
+        return await self.pipeline.embed(data, model=resolved.name, version=resolved.version)
+
+    def _check_count(self, items: Sequence[ImageItem]) -> None:
+        limit = self.settings.max_batch_items
+        if len(items) > limit:
+            raise InvalidRequest(f"at most {limit} images per request", field=("images",), kind="too_long")
+
+    async def _classify(
+        self, images: Sequence[bytes], model: ModelRef, *, top_k: int, deadline: float | None = None
+    ) -> list[Outcome]:
+        assert model.name is not None and model.version is not None
+        return await self.pipeline.classify(
+            images, model=model.name, version=model.version, top_k=top_k, deadline=deadline
+        )
+
+    async def _read(self, source: ImageSource) -> bytes:
+        return await self.fetcher.fetch(source.url) if isinstance(source, ImageUrl) else source
+
+    async def _read_or_error(self, item: ImageItem) -> bytes | ServiceError:
+        if isinstance(item, ServiceError):
+            return item
+        try:
+            return await self._read(item)
+        except ServiceError as exc:
+            return exc
+
+    # Jobs -----------------------------------------------------------------------------------
+
+    async def submit_job(
+        self,
+        source: ImageSource,
+        model: ModelRef,
+        *,
+        top_k: int,
+        request_id: str,
+        idempotency_key: str | None = None,
+    ) -> JobRecord:
+        """Queue one image for asynchronous classification. The model is checked now (an unknown one is
+        a 404 at once, not a failed job later); the version is chosen when the job runs."""
+        self.resolve(model)
+        if not self.pipeline.accepting:
+            raise ShuttingDown()
+        request = JobRequest(
+            image=await self._read(source),
+            model=model.name,
+            model_version=model.version,
+            top_k=top_k,
+            request_id=request_id,
+        )
+        return await self.jobs.submit(request, idempotency_key=idempotency_key)
+
+    async def job(self, job_id: str) -> JobRecord:
+        record = await self.jobs.get(job_id)
+        if record is None:
+            raise JobNotFound(f"no job {job_id!r} (unknown or expired)")
+        return record
+
+    async def watch_job(self, job_id: str) -> AsyncIterator[JobRecord]:
+        """Check the job exists now, then return an iterator of its states until it finishes."""
+        await self.job(job_id)
+        return self.jobs.watch(job_id)
+
+    async def _run_job(self, job_id: str, request: JobRequest) -> Classification:
+        return await self.classify(request.image, ModelRef(request.model, request.model_version), top_k=request.top_k)
