@@ -23,6 +23,7 @@ def main() -> None:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
         proxy_headers=False,
         server_header=False,
+        limit_concurrency=settings.max_connections,
     )
 
 

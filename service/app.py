@@ -22,7 +22,7 @@ from service.api.bodies import with_body_schemas
 from service.api.errors import install_error_handlers
 from service.api.inputs import ImageInputs
 from service.api.main import include_routes
-from service.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, DrainMiddleware
+from service.api.middleware import AccessLogMiddleware, BodyGuardMiddleware, DrainMiddleware
 from service.api.policy import RouteTable
 from service.api.request_id import is_valid_request_id, new_request_id
 from service.api.security import install_security
@@ -82,6 +82,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # Operation IDs are the route functions' names (predict, job_status, ...): readable in generated
+        # clients, and what the OpenAPI links between operations refer to.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.settings = settings
     app.state.inputs = ImageInputs(settings.max_body_bytes)
@@ -96,8 +99,10 @@ def create_app(
     _install_docs(app, routes)
 
     # add_middleware wraps outermost last; the OTel instrumentor wraps the whole stack. Outside in:
-    # tracing -> request ID -> metrics -> access log -> drain -> CORS/rate limit/auth -> body cap -> routes.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # tracing -> request ID -> metrics -> access log -> drain -> CORS/rate limit/auth -> body guard -> routes.
+    app.add_middleware(
+        BodyGuardMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_read_timeout_s
+    )
     install_security(app, settings, routes)
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(AccessLogMiddleware)

@@ -20,7 +20,7 @@ _settings = load_settings()
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
-worker_class = "uvicorn.workers.UvicornWorker"
+worker_class = "service.gunicorn_worker.ServiceWorker"
 # Model load happens in the background after the worker boots, so the boot timeout stays short.
 timeout = 120
 graceful_timeout = int(_settings.shutdown_grace_s) + 5

@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         10 * 1024 * 1024, description="request body / upload cap (413)"
     )
+    body_read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60, description="a request body not fully received this long after the request started is refused (408)"
+    )
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        1000,
+        description="connections and requests one process serves at once; beyond it the server itself answers "
+        "503 (text/plain, before the app sees the request), so a flood of slow or idle connections cannot "
+        "exhaust the process",
+    )
     max_image_pixels: Annotated[int, Field(ge=64)] = Field(25_000_000, description="decoded pixel cap (413)")
     max_batch_items: Annotated[int, Field(ge=1, le=1024)] = Field(32, description="images per batch/stream request")
     decode_threads: Annotated[int, Field(ge=1, le=64)] = Field(
@@ -183,6 +192,11 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(None, description="Redis for jobs; from a Secret in Kubernetes")
     job_ttl_s: Annotated[int, Field(ge=1)] = Field(3600, description="how long a finished job stays readable")
     jobs_max_queue: Annotated[int, Field(ge=1)] = Field(1000, description="jobs waiting before 503 OVERLOADED")
+    jobs_max_queue_bytes: Annotated[int, Field(ge=1024)] = Field(
+        256 * 1024 * 1024,
+        description="image bytes of all queued and running jobs (process memory for `memory`, Redis memory for "
+        "`redis`) before 503 OVERLOADED",
+    )
     job_visibility_timeout_s: Annotated[float, Field(gt=0)] = Field(
         60, description="Redis backend: a job unacknowledged this long is reclaimed by another replica"
     )

@@ -41,7 +41,7 @@ def test_gunicorn_conf_single_worker_layout() -> None:
     assert conf == {
         "bind": "0.0.0.0:9123",
         "workers": 1,
-        "worker_class": "uvicorn.workers.UvicornWorker",
+        "worker_class": "service.gunicorn_worker.ServiceWorker",
         "timeout": 120,
         "graceful_timeout": 25,
         "keepalive": 75,

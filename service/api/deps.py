@@ -23,7 +23,14 @@ def get_request_id() -> str:
     return correlation_id.get() or ""
 
 
+def get_tenant(request: Request) -> str:
+    """Who holds the API key the request was let in with ("" when the server has no keys)."""
+    tenant: str = request.scope.get("state", {}).get("tenant", "")
+    return tenant
+
+
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+TenantDep = Annotated[str, Depends(get_tenant)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ModelQuery = Annotated[
     str | None, Query(max_length=64, pattern=_NAME, description="registered model name; default if unset")

@@ -1,7 +1,8 @@
-"""Pure ASGI middleware: request body cap, drain refusal and the one-line-per-request access log."""
+"""Pure ASGI middleware: request body limits, drain refusal and the one-line-per-request access log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -10,67 +11,89 @@ from asgi_correlation_id import correlation_id
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_body, error_response
+from service.api.errors import error_response
 from service.dataplane.status import DrainState
 from service.errors import SHUTTING_DOWN_MESSAGE, ErrorCode
 
 access_log = logging.getLogger("service.access")
 
 
-class BodyLimitMiddleware:
-    """413 for bodies over ``max_bytes``: by Content-Length up front, else counted while streaming."""
+class BodyGuardMiddleware:
+    """Bounds what reading a request body can cost: 413 for a body over ``max_bytes`` (by Content-Length up
+    front, else counted while it streams in, chunked bodies included) and 408 when the body has not arrived
+    within ``read_timeout_s`` (a client trickling bytes to hold a connection open).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    The refusal is sent from here at the moment the limit is crossed; the app then sees the client as
+    gone and whatever it answers is dropped, so no handler ever turns the refusal into a different error.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
+        declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, send)
+            await self._refuse(scope, send, *self._too_large())
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout_s
         received = 0
+        body_complete = False
         response_started = False
+        refused = False
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def refuse(code: ErrorCode, message: str) -> Message:
+            nonlocal refused
+            refused = True
+            if not response_started:
+                await self._refuse(scope, send, code, message)
+            return {"type": "http.disconnect"}
+
+        async def guarded_receive() -> Message:
+            nonlocal received, body_complete
+            if refused:
+                return {"type": "http.disconnect"}
+            if body_complete:  # waiting for a disconnect (streaming responses): no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                return await refuse(
+                    ErrorCode.REQUEST_TIMEOUT, f"the request body did not arrive within {self.read_timeout_s:g} s"
+                )
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                    return await refuse(*self._too_large())
+                body_complete = not message.get("more_body", False)
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal response_started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not response_started:
-                await self._reject(scope, send)
+        await self.app(scope, guarded_receive, guarded_send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        body = (
-            error_body(ErrorCode.PAYLOAD_TOO_LARGE, f"the request body is over {self.max_bytes} bytes", scope["path"])
-            .model_dump_json(exclude_none=True)
-            .encode()
-        )
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    def _too_large(self) -> tuple[ErrorCode, str]:
+        return ErrorCode.PAYLOAD_TOO_LARGE, f"the request body is over {self.max_bytes} bytes"
+
+    async def _refuse(self, scope: Scope, send: Send, code: ErrorCode, message: str) -> None:
+        response = error_response(code, message, scope["path"], headers={"Connection": "close"})
+        await response(scope, _nothing_to_receive, send)
 
 
-class BodyTooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"body over {limit} bytes")
+async def _nothing_to_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 class DrainMiddleware:

@@ -15,6 +15,14 @@ from service.errors import ErrorCode
 from service.inference.results import Classification, ClassScore, Embedding
 from service.jobs.base import JobRecord
 
+# A handwritten 3 from the bundled digits model's held-out set (32x32 PNG): examples that work as sent,
+# in Swagger UI's "Try it out" and for API testers that replay them.
+EXAMPLE_DIGIT_PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAAAAABWESUoAAAAf0lEQVR4nM3S0QmDUAyF4U/pAB3BUewGXcEJOkq7gbqBG3SFjtANdIQ+3DyI"
+    "Lwq9XAwcEsKB80NSwRVP3GP+oIte26n/DRdoQ10s++ApyTCFoIn+zRZxjGFdD+keQzmGMxiq7aLFW/qNoTBDI92gx4JbtojjDLP0hyNeWSN2"
+    "DT84kxBij73EwQAAAABJRU5ErkJggg=="
+)
+
 
 class ImageInput(BaseModel):
     # The exactly-one-source rule in the schema too, so generated clients and fuzzers know it.
@@ -48,11 +56,23 @@ class ImageInput(BaseModel):
 
 
 class PredictionRequest(ImageInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": ["image_url"]}, {"required": ["image_base64"]}],
+            "examples": [{"image_base64": EXAMPLE_DIGIT_PNG_BASE64, "top_k": 3}],
+        }
+    )
+
     top_k: int = Field(default=5, ge=1, le=20)
 
 
 class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"images": [{"image_base64": EXAMPLE_DIGIT_PNG_BASE64}] * 2, "top_k": 3}],
+        },
+    )
 
     # The hard ceiling of ML_API_MAX_BATCH_ITEMS: validation stops at the length, never walks 400,000 items.
     images: list[ImageInput] = Field(min_length=1, max_length=1024)
@@ -60,7 +80,12 @@ class BatchRequest(BaseModel):
 
 
 class EmbedRequest(ImageInput):
-    pass
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": ["image_url"]}, {"required": ["image_base64"]}],
+            "examples": [{"image_base64": EXAMPLE_DIGIT_PNG_BASE64}],
+        }
+    )
 
 
 class Prediction(BaseModel):

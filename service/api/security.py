@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -20,12 +22,27 @@ from service.api.policy import RouteTable
 from service.errors import ErrorCode
 from service.settings import Network, Settings
 
+log = logging.getLogger(__name__)
+
+# The time between two warnings about an unreachable rate-limit store (one per request would flood).
+_STORE_WARNING_INTERVAL_S = 10.0
+
 
 def _header(scope: Scope, name: bytes) -> str | None:
+    """The first ``name`` header; ``_header_lines`` for a header that may be sent several times."""
     for key, value in scope.get("headers") or []:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def _header_lines(scope: Scope, name: bytes) -> list[str]:
+    return [bytes(value).decode("latin-1") for key, value in scope.get("headers") or [] if key == name]
+
+
+def tenant_of(key: bytes) -> str:
+    """A stable, non-secret name for the holder of an API key: what scopes their idempotency keys."""
+    return hashlib.sha256(key).hexdigest()[:16]
 
 
 class ApiKeyMiddleware:
@@ -34,20 +51,25 @@ class ApiKeyMiddleware:
         self.keys = tuple(keys)
         self.routes = routes
 
-    def _authorised(self, scope: Scope) -> bool:
+    def _matching_key(self, scope: Scope) -> bytes | None:
         presented = _header(scope, b"x-api-key")
         authorization = _header(scope, b"authorization")
         if presented is None and authorization and authorization[:7].lower() == "bearer ":
             presented = authorization[7:].strip()
         if not presented:
-            return False
+            return None
         candidate = presented.encode()
         # compare_digest against every key (no early exit) so timing reveals neither key nor index.
         matches = [hmac.compare_digest(candidate, key) for key in self.keys]
-        return any(matches)
+        return next((key for key, ok in zip(self.keys, matches, strict=True) if ok), None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.routes.policy(scope["path"]).public or self._authorised(scope):
+        if scope["type"] != "http" or self.routes.policy(scope["path"]).public:
+            await self.app(scope, receive, send)
+            return
+        key = self._matching_key(scope)
+        if key is not None:
+            scope.setdefault("state", {})["tenant"] = tenant_of(key)
             await self.app(scope, receive, send)
             return
         response = error_response(
@@ -65,7 +87,8 @@ def client_address(scope: Scope, trusted: Sequence[Network]) -> str:
     Walking the list from the right, trusted proxies are skipped; the first untrusted hop is the client.
     """
     peer = (scope.get("client") or ("unknown", 0))[0]
-    forwarded = _header(scope, b"x-forwarded-for")
+    # Proxies append a header line of their own as often as they add to an existing one: read them all.
+    forwarded = ",".join(_header_lines(scope, b"x-forwarded-for"))
     if not forwarded or not _trusted(peer, trusted):
         return peer
     hops = [h.strip() for h in forwarded.split(",") if h.strip()]
@@ -93,6 +116,7 @@ class RateLimitMiddleware:
         # limits picks its asyncio storage implementations by the "async+" scheme prefix.
         self.storage = storage_from_string(uri if uri.startswith("async+") else f"async+{uri}")
         self.limiter = MovingWindowRateLimiter(self.storage)
+        self._last_store_warning = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         policy = self.routes.policy(scope["path"]) if scope["type"] == "http" else None
@@ -105,10 +129,15 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         client = client_address(scope, self.trusted)
-        if await self.limiter.hit(limit, klass, client):
+        try:
+            allowed = await self.limiter.hit(limit, klass, client)
+            reset_at = 0.0 if allowed else (await self.limiter.get_window_stats(limit, klass, client))[0]
+        except Exception as exc:  # the store is down: serve unlimited rather than fail every request
+            self._warn_store_unreachable(exc)
+            allowed = True
+        if allowed:
             await self.app(scope, receive, send)
             return
-        reset_at, _remaining = await self.limiter.get_window_stats(limit, klass, client)
         retry_after = max(1, math.ceil(reset_at - time.time()))
         response = error_response(
             ErrorCode.RATE_LIMITED,
@@ -117,6 +146,12 @@ class RateLimitMiddleware:
             headers={"Retry-After": str(retry_after)},
         )
         await response(scope, receive, send)
+
+    def _warn_store_unreachable(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_store_warning >= _STORE_WARNING_INTERVAL_S:
+            self._last_store_warning = now
+            log.warning("rate-limit store unreachable (%s): serving without rate limits", type(exc).__name__)
 
 
 def install_security(app: FastAPI, settings: Settings, routes: RouteTable) -> None:

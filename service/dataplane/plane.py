@@ -78,9 +78,12 @@ class DataPlane:
         self.pipeline.accepting = False
 
     async def close(self) -> None:
+        """Shut down in the order that loses nothing accepted: no new requests, then the job backend (the
+        in-process one finishes its queue through the still-running pipeline, the Redis one lets running
+        jobs finish and leaves the rest to other replicas), then the pipeline and the models."""
         self.drain.draining = True
-        self.stop_accepting()
         await self.jobs.close()
+        self.stop_accepting()
         await self.registry.close(drain_timeout=self.settings.shutdown_grace_s)
         await self.fetcher.aclose()
         self.pipeline.close()
@@ -237,9 +240,13 @@ class DataPlane:
         top_k: int,
         request_id: str,
         idempotency_key: str | None = None,
+        tenant: str = "",
     ) -> JobRecord:
         """Queue one image for asynchronous classification. The model is checked now (an unknown one is
-        a 404 at once, not a failed job later); the version is chosen when the job runs."""
+        a 404 at once, not a failed job later); the version is chosen when the job runs.
+
+        An idempotency key is the submitting tenant's own: the same key from another API key is another job.
+        """
         self.resolve(model)
         if not self.pipeline.accepting:
             raise ShuttingDown()
@@ -250,7 +257,8 @@ class DataPlane:
             top_k=top_k,
             request_id=request_id,
         )
-        return await self.jobs.submit(request, idempotency_key=idempotency_key)
+        scoped_key = None if idempotency_key is None else f"{tenant or '-'}:{idempotency_key}"
+        return await self.jobs.submit(request, idempotency_key=scoped_key)
 
     async def job(self, job_id: str) -> JobRecord:
         record = await self.jobs.get(job_id)

@@ -11,6 +11,8 @@ from service.errors import INTERNAL_ERROR_MESSAGE, ErrorCode, ServiceError
 from service.inference.results import Classification
 
 JobState = Literal["pending", "processing", "completed", "failed"]
+QUEUE_FULL = "the job queue is full"
+QUEUE_BYTES_FULL = "the job queue holds as many image bytes as it may (ML_API_JOBS_MAX_QUEUE_BYTES)"
 TERMINAL: tuple[JobState, ...] = ("completed", "failed")
 
 

@@ -7,14 +7,13 @@ read and watch jobs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,17 +21,17 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.errors import ImageTooLarge, Overloaded
-from service.jobs.base import JobBackend, JobObserver, JobRecord, JobRequest, JobRunner
+from service.jobs.base import QUEUE_BYTES_FULL, QUEUE_FULL, JobBackend, JobObserver, JobRecord, JobRequest, JobRunner
 from service.jobs.codec import record_from_json, record_to_json
 from service.jobs.redis_consumer import (
     TRANSIENT_ERRORS,
     JobConsumer,
     ensure_group,
-    stream_entries,
     stream_fields,
     text,
     waiting,
 )
+from service.jobs.redis_events import JobEventHub
 from service.jobs.redis_keys import GROUP, JobKeys, consumer_name
 from service.jobs.redis_scripts import JobScripts
 from service.settings import Settings
@@ -40,6 +39,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 _STORE_UNREACHABLE = "the job store is unreachable"
+# Commands in flight at once on the shared pool: the job workers (at most 32), submissions and reads.
+REDIS_CONNECTIONS = 64
 
 
 class RedisJobBackend(JobBackend):
@@ -57,6 +58,7 @@ class RedisJobBackend(JobBackend):
         self.settings = settings
         self.ttl_ms = int(settings.job_ttl_s * 1000)
         self.max_queue = settings.jobs_max_queue
+        self.max_queue_bytes = settings.jobs_max_queue_bytes
         self.max_bytes = settings.max_body_bytes
         # Enough jobs in flight to fill one model batch: the batcher then groups jobs like sync requests.
         self.concurrency = concurrency or max(1, min(settings.max_batch_size, 32))
@@ -64,9 +66,12 @@ class RedisJobBackend(JobBackend):
         self.consumer_name = consumer or consumer_name()
         self.keys = JobKeys(prefix)
         self._observer = observer
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            settings.redis_url.get_secret_value(),
-            decode_responses=False,
+        url = settings.redis_url.get_secret_value()
+        pool = BlockingConnectionPool.from_url(
+            url,
+            # Bounded: a burst waits for a connection (then fails as a 503) instead of opening thousands.
+            max_connections=REDIS_CONNECTIONS,
+            timeout=5,
             socket_connect_timeout=5,
             health_check_interval=30,
             # Pooled connections die with a Redis restart; retrying reconnects instead of failing the call.
@@ -74,7 +79,14 @@ class RedisJobBackend(JobBackend):
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._scripts = JobScripts(self._redis)
+        self._events = JobEventHub(
+            self._redis,
+            aioredis.Redis.from_url(
+                url, decode_responses=False, socket_connect_timeout=5, single_connection_client=True
+            ),
+        )
         self.worker: JobConsumer | None = None
 
     async def start(self, runner: JobRunner) -> None:
@@ -100,6 +112,7 @@ class RedisJobBackend(JobBackend):
     async def close(self) -> None:
         if self.worker is not None:
             await self.worker.stop(grace_s=min(self.settings.shutdown_grace_s, 10.0))
+        await self._events.close()
         await self._redis.aclose()
 
     async def submit(self, request: JobRequest, idempotency_key: str | None = None) -> JobRecord:
@@ -107,10 +120,16 @@ class RedisJobBackend(JobBackend):
         if len(request.image) > self.max_bytes:
             raise ImageTooLarge(f"the image is {len(request.image)} bytes, over the {self.max_bytes}-byte limit")
         record = JobRecord(job_id=uuid.uuid4().hex, request_id=request.request_id)
-        keys = [self.keys.stream, self.keys.job(record.job_id), self.keys.events(record.job_id)]
+        keys = [
+            self.keys.stream,
+            self.keys.queued_bytes,
+            self.keys.job(record.job_id),
+            self.keys.events(record.job_id),
+        ]
         if idempotency_key is not None:
             keys.append(self.keys.idempotency(idempotency_key))
         args: list[Any] = [GROUP, self.max_queue, self.ttl_ms, record.job_id, record_to_json(record)]
+        args += [self.max_queue_bytes, len(request.image)]
         for name, value in stream_fields(record.job_id, request, record.created_at).items():
             args += [name, value]
         for attempt in range(3):
@@ -129,11 +148,13 @@ class RedisJobBackend(JobBackend):
                 if existing is not None:
                     return existing
                 # The mapping outlived its job by a moment: drop it if it still points there, then retry.
-                await self._redis.delete(keys[3])
+                await self._redis.delete(keys[4])
                 continue
             self._report_depth(int(value))
             if kind == b"full":
-                raise Overloaded("the job queue is full")
+                raise Overloaded(QUEUE_FULL)
+            if kind == b"bytes":
+                raise Overloaded(QUEUE_BYTES_FULL)
             return record
         raise Overloaded("could not enqueue the job")
 
@@ -146,7 +167,10 @@ class RedisJobBackend(JobBackend):
 
     async def watch(self, job_id: str) -> AsyncIterator[JobRecord]:
         # The current record and the id of the last event, read atomically: reading continues after that id.
-        snapshot = await self._scripts.snapshot(keys=[self.keys.job(job_id), self.keys.events(job_id)])
+        try:
+            snapshot = await self._scripts.snapshot(keys=[self.keys.job(job_id), self.keys.events(job_id)])
+        except TRANSIENT_ERRORS as exc:
+            raise Overloaded(_STORE_UNREACHABLE) from exc
         if not snapshot:
             return
         raw, last_id = snapshot
@@ -154,30 +178,22 @@ class RedisJobBackend(JobBackend):
         yield current
         if current.finished:
             return
-        events = self.keys.events(job_id)
         failures = 0
-        while True:
-            try:
-                reply = await self._redis.xread({events: last_id}, count=16, block=5000)
-                failures = 0
-            except TRANSIENT_ERRORS:
-                failures += 1
-                if failures > 20:  # about 10 s of Redis being unreachable: end the stream, the client retries
-                    return
-                await asyncio.sleep(0.5)
-                continue
-            if not reply:
-                # Nothing new for a while: stop if the job expired meanwhile, else keep waiting.
-                with contextlib.suppress(*TRANSIENT_ERRORS):
+        async for fields in self._events.entries(self.keys.events(job_id), last_id):
+            if not fields:  # nothing for a while: stop if the job expired, or Redis has been gone too long
+                try:
                     if not await self._redis.exists(self.keys.job(job_id)):
                         return
+                    failures = 0
+                except TRANSIENT_ERRORS:
+                    failures += 1
+                    if failures > 2:  # the client reconnects and resumes from the job's state
+                        return
                 continue
-            for entry_id, fields in stream_entries(reply):
-                last_id = entry_id
-                record = record_from_json(fields[b"record"])
-                yield record
-                if record.finished:
-                    return
+            record = record_from_json(fields[b"record"])
+            yield record
+            if record.finished:
+                return
 
     async def waiting(self) -> int:
         """Jobs queued and not yet taken by any worker, across all replicas."""

@@ -36,12 +36,25 @@ TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that redis-py turned into a connection error (it closes the connection of
+    a cancelled command and may report that instead), so a stopping loop does not retry forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def stream_entries(reply: Any) -> list[Entry]:
     """The entries of an XREAD/XREADGROUP reply naming one stream (bytes: the client does not decode)."""
     if not reply:
         return []
     entries: list[Entry] = reply[0][1]
     return entries
+
+
+def stream_entries_by_key(reply: Any) -> dict[str, list[Entry]]:
+    """The entries of an XREAD reply naming several streams, by stream name."""
+    return {text(key): entries for key, entries in (reply or [])}
 
 
 def text(value: Any) -> str:
@@ -69,6 +82,10 @@ class _Job:
     created_at: float
     fields: dict[bytes, bytes]
     keys: list[str]
+
+    @property
+    def size(self) -> int:
+        return len(self.request.image)
 
 
 class JobConsumer:
@@ -162,6 +179,7 @@ class JobConsumer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             except TRANSIENT_ERRORS as exc:
+                raise_if_cancelled()
                 log.warning("job consumer: Redis unreachable (%s), retrying in %.1fs", type(exc).__name__, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -217,7 +235,7 @@ class JobConsumer:
         except (KeyError, ValueError):
             # Not written by this service: dropping it beats reclaiming it forever.
             log.error("job entry %s is malformed (fields %s); dropped", entry_id.decode(), sorted(fields))
-            await self._ack(entry_id)
+            await self._ack(entry_id, len(fields.get(b"image", b"")))
             return None
         keys = [self._keys.job(job_id), self._keys.events(job_id)]
         idem = await self._redis.hget(keys[0], "idem")
@@ -236,7 +254,7 @@ class JobConsumer:
             keys=job.keys, args=[record_to_json(processing), self.name, self.ttl_ms, MAX_ATTEMPTS]
         )
         if attempts in (-1, -2):  # expired, or a slower duplicate delivery of a job already finished
-            await self._ack(job.entry_id)
+            await self._ack(job.entry_id, job.size)
             return
         if attempts == -3:
             failure = JobFailure(ErrorCode.INTERNAL_ERROR, f"gave up after {MAX_ATTEMPTS} attempts")
@@ -268,8 +286,8 @@ class JobConsumer:
     async def _hand_back(self, job: _Job) -> None:
         pending = JobRecord(job_id=job.job_id, request_id=job.request.request_id, created_at=job.created_at)
         released = await self._scripts.release(
-            keys=[self._keys.stream, *job.keys],
-            args=[GROUP, job.entry_id, record_to_json(pending), self.ttl_ms, *_flatten(job.fields)],
+            keys=[self._keys.stream, self._keys.queued_bytes, *job.keys],
+            args=[GROUP, job.entry_id, job.size, record_to_json(pending), self.ttl_ms, *_flatten(job.fields)],
         )
         log.info("draining: handed job %s back to the queue (%s)", job.job_id, "ok" if released else "already final")
 
@@ -291,18 +309,15 @@ class JobConsumer:
             created_at=job.created_at,
         )
         won = await self._scripts.finish(
-            keys=[self._keys.stream, *job.keys],
-            args=[record_to_json(final), status, self.name, self.ttl_ms, GROUP, job.entry_id],
+            keys=[self._keys.stream, self._keys.queued_bytes, *job.keys],
+            args=[GROUP, job.entry_id, job.size, record_to_json(final), status, self.name, self.ttl_ms],
         )
         if won == 1 and self._observer is not None:
             self._observer.job_finished(status, final.updated_at - job.created_at)
 
-    async def _ack(self, entry_id: bytes) -> None:
+    async def _ack(self, entry_id: bytes, size: int) -> None:
         # Deleting acknowledged entries keeps XLEN equal to unfinished jobs, which the queue bound relies on.
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self._keys.stream, GROUP, entry_id)
-            pipe.xdel(self._keys.stream, entry_id)
-            await pipe.execute()
+        await self._scripts.ack(keys=[self._keys.stream, self._keys.queued_bytes], args=[GROUP, entry_id, size])
 
     async def _refresh_depth(self) -> None:
         if self._observer is not None:

@@ -6,7 +6,9 @@
   ``worker``, ``final`` (set once, by the first terminal write) and ``idem``.
 - ``<prefix>:job:<id>:events``: a small per-job stream of record JSON, one entry per state change;
   ``watch`` (SSE) reads it with XREAD BLOCK, so any replica can stream any job and no change is missed.
-- ``<prefix>:idem:<key>``: ``Idempotency-Key`` -> job id (SET NX semantics inside the submit script).
+- ``<prefix>:idem:<tenant>:<key>``: ``Idempotency-Key`` -> job id (SET NX semantics inside the submit
+  script); the tenant names the API key that submitted it, so two tenants' keys never meet.
+- ``<prefix>:jobs:bytes``: the image bytes of every entry in the stream, the queue's byte bound.
 
 Keys expire ``job_ttl_s`` after the job's last state change.
 """
@@ -32,6 +34,10 @@ class JobKeys:
     @property
     def stream(self) -> str:
         return f"{self.prefix}:jobs:stream"
+
+    @property
+    def queued_bytes(self) -> str:
+        return f"{self.prefix}:jobs:bytes"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"

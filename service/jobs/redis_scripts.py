@@ -12,28 +12,34 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-# KEYS: stream, job hash, job events, [idempotency key]
-# ARGV: group, max_queue, ttl_ms, job_id, pending record JSON, then the stream entry's field/value pairs.
-# Returns {"dup", job_id} | {"full", waiting} | {"new", waiting}.
+# KEYS: stream, queued bytes, job hash, job events, [idempotency key]
+# ARGV: group, max_queue, ttl_ms, job_id, pending record JSON, max_bytes, image bytes, then the stream
+# entry's field/value pairs.
+# Returns {"dup", job_id} | {"full", waiting} | {"bytes", waiting} | {"new", waiting}.
 SUBMIT = """
-if #KEYS == 4 then
-  local existing = redis.call('GET', KEYS[4])
+if #KEYS == 5 then
+  local existing = redis.call('GET', KEYS[5])
   if existing then return {'dup', existing} end
 end
-local waiting = redis.call('XLEN', KEYS[1]) - redis.call('XPENDING', KEYS[1], ARGV[1])[1]
+local length = redis.call('XLEN', KEYS[1])
+local waiting = length - redis.call('XPENDING', KEYS[1], ARGV[1])[1]
 if waiting >= tonumber(ARGV[2]) then return {'full', tostring(waiting)} end
+if length == 0 then redis.call('SET', KEYS[2], 0) end
+local queued = tonumber(redis.call('GET', KEYS[2]) or '0')
+if queued + tonumber(ARGV[7]) > tonumber(ARGV[6]) then return {'bytes', tostring(waiting)} end
 local ttl = tonumber(ARGV[3])
-redis.call('HSET', KEYS[2], 'status', 'pending', 'record', ARGV[5], 'attempts', 0)
-if #KEYS == 4 then
-  redis.call('HSET', KEYS[2], 'idem', KEYS[4])
-  redis.call('SET', KEYS[4], ARGV[4], 'PX', ttl)
+redis.call('HSET', KEYS[3], 'status', 'pending', 'record', ARGV[5], 'attempts', 0)
+if #KEYS == 5 then
+  redis.call('HSET', KEYS[3], 'idem', KEYS[5])
+  redis.call('SET', KEYS[5], ARGV[4], 'PX', ttl)
 end
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', 32, '*', 'record', ARGV[5])
 redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 32, '*', 'record', ARGV[5])
+redis.call('PEXPIRE', KEYS[4], ttl)
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[1], '*', unpack(fields))
+redis.call('INCRBY', KEYS[2], ARGV[7])
 return {'new', tostring(waiting + 1)}
 """
 
@@ -53,44 +59,60 @@ for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
 return attempts
 """
 
-# KEYS: stream, job hash, job events, [idempotency key]
-# ARGV: final record JSON, status, worker, ttl_ms, group, entry id
-# Acknowledges (and deletes) the entry in the same step, so a stored result never has a pending entry.
-# Returns 1 when this write is the job's one final result, 0 when another worker's already is, -1 when expired.
-FINISH = """
-redis.call('XACK', KEYS[1], ARGV[5], ARGV[6])
-redis.call('XDEL', KEYS[1], ARGV[6])
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-if redis.call('HSETNX', KEYS[2], 'final', ARGV[3]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'status', ARGV[2], 'record', ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', 32, '*', 'record', ARGV[1])
-local ttl = tonumber(ARGV[4])
-for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+# Acknowledges and deletes a stream entry, taking its image's bytes off the queued total (once: only
+# when this call deleted it). Every script that removes an entry starts this way.
+# KEYS: stream, queued bytes; ARGV: group, entry id, image bytes
+ACK = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then redis.call('DECRBY', KEYS[2], ARGV[3]) end
 return 1
 """
+_REMOVE_ENTRY = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then redis.call('DECRBY', KEYS[2], ARGV[3]) end
+"""
+
+# KEYS: stream, queued bytes, job hash, job events, [idempotency key]
+# ARGV: group, entry id, image bytes, final record JSON, status, worker, ttl_ms
+# Acknowledges (and deletes) the entry in the same step, so a stored result never has a pending entry.
+# Returns 1 when this write is the job's one final result, 0 when another worker's already is, -1 when expired.
+FINISH = (
+    _REMOVE_ENTRY
+    + """
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+if redis.call('HSETNX', KEYS[3], 'final', ARGV[6]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], 'status', ARGV[5], 'record', ARGV[4])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 32, '*', 'record', ARGV[4])
+local ttl = tonumber(ARGV[7])
+for i = 3, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+return 1
+"""
+)
 
 # Hands a job this process will not run (it is draining) back to the queue at once, instead of leaving
 # it for reclaim after the visibility timeout: a fresh entry replaces the delivered one.
-# KEYS: stream, job hash, job events, [idempotency key]
-# ARGV: group, delivered entry id, pending record JSON, ttl_ms, then the entry's field/value pairs.
+# KEYS: stream, queued bytes, job hash, job events, [idempotency key]
+# ARGV: group, delivered entry id, image bytes, pending record JSON, ttl_ms, then the entry's field/value pairs.
 # Returns 1 when handed back, 0 when the job already has its final result or expired.
-RELEASE = """
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-local status = redis.call('HGET', KEYS[2], 'status')
+RELEASE = (
+    _REMOVE_ENTRY
+    + """
+local status = redis.call('HGET', KEYS[3], 'status')
 if not status or status == 'completed' or status == 'failed' then return 0 end
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[1], '*', unpack(fields))
+redis.call('INCRBY', KEYS[2], ARGV[3])
 if status == 'processing' then
-  redis.call('HSET', KEYS[2], 'status', 'pending', 'record', ARGV[3])
-  redis.call('HINCRBY', KEYS[2], 'attempts', -1)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 32, '*', 'record', ARGV[3])
+  redis.call('HSET', KEYS[3], 'status', 'pending', 'record', ARGV[4])
+  redis.call('HINCRBY', KEYS[3], 'attempts', -1)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 32, '*', 'record', ARGV[4])
 end
-local ttl = tonumber(ARGV[4])
-for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+local ttl = tonumber(ARGV[5])
+for i = 3, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
 return 1
 """
+)
 
 # The current record and the id of the last event, read atomically: watch() continues after that id.
 # KEYS: job hash, job events
@@ -112,4 +134,5 @@ class JobScripts:
         self.start: AsyncScript = redis.register_script(START)
         self.finish: AsyncScript = redis.register_script(FINISH)
         self.release: AsyncScript = redis.register_script(RELEASE)
+        self.ack: AsyncScript = redis.register_script(ACK)
         self.snapshot: AsyncScript = redis.register_script(SNAPSHOT)

@@ -75,3 +75,13 @@ async def test_embed_returns_an_l2_normalised_penultimate_feature_vector(
     assert abs(float(np.linalg.norm(body["embedding"])) - 1.0) < 1e-5
     same = await client.post("/api/v1/embed", json={"image_base64": base64.b64encode(digit_pngs[0]).decode()})
     assert np.allclose(same.json()["embedding"], body["embedding"], atol=1e-6)
+
+
+async def test_the_documented_request_examples_classify_the_digit_they_show(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    example = schema["PredictionRequest"]["examples"][0]
+    response = await client.post("/api/v1/predict", json=example)
+    assert response.status_code == 200
+    assert response.json()["predictions"][0]["label"] == "3"
+    batch = await client.post("/api/v1/predict/batch", json=schema["BatchRequest"]["examples"][0])
+    assert [r["predictions"][0]["label"] for r in batch.json()["results"]] == ["3", "3"]

@@ -106,3 +106,37 @@ async def test_x_forwarded_for_is_honoured_from_a_trusted_proxy_only(digit_pngs:
     assert via_proxy == [200, 200, 200, 200]  # four clients behind the proxy, one request each
     assert spoofed == [200, 200, 429]  # 203.0.113.0 already spent one of its three
     assert direct == [200, 200, 200, 429]  # an untrusted peer's header is ignored
+
+
+async def test_a_second_x_forwarded_for_line_is_read_like_a_comma_in_one(digit_pngs: list[bytes]) -> None:
+    """Proxies such as HAProxy append their own header line: the client is the rightmost untrusted hop
+    over all lines, so a spoofed first line buys no fresh budget."""
+    async with app_from("10.0.0.5", trusted_proxies=["10.0.0.0/8"]) as (_, proxy):
+        statuses = []
+        for n in range(4):
+            headers = [
+                ("Content-Type", "image/png"),
+                ("X-Forwarded-For", f"198.51.100.{n}"),
+                ("X-Forwarded-For", "203.0.113.77"),
+            ]
+            response = await proxy.post("/api/v1/predict/upload", content=digit_pngs[0], headers=headers)
+            statuses.append(response.status_code)
+    assert statuses == [200, 200, 200, 429]  # every request is 203.0.113.77's
+
+
+@pytest.mark.redis
+async def test_an_unreachable_rate_limit_store_serves_unlimited_and_warns(
+    digit_pngs: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.jobs.conftest import redis_server_running
+
+    with redis_server_running() as redis:
+        async with app_from("192.0.2.30", rate_limit_storage_uri=redis.url) as (_, client):
+            before = [(await _upload(client, digit_pngs[0])).status_code for _ in range(4)]
+            redis.kill()
+            during = [(await _upload(client, digit_pngs[0])).status_code for _ in range(5)]
+    assert before == [200, 200, 200, 429]  # the store counts while it is up
+    assert during == [200] * 5  # fail open: inference stays available, never a 500
+    warnings = [r.getMessage() for r in caplog.records if r.name == "service.api.security"]
+    assert len(warnings) == 1  # once per interval, not once per request
+    assert warnings[0].startswith("rate-limit store unreachable")

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from service.errors import ErrorCode, ImageTooLarge, InvalidImage, Overloaded
+from service.errors import ErrorCode, ImageTooLarge, InvalidImage, Overloaded, ShuttingDown
 from service.inference.results import Classification, ClassScore
 from service.jobs.base import JobBackend, JobFailure, JobRecord, JobRequest
 from service.jobs.memory import MemoryJobBackend
@@ -60,12 +60,22 @@ def make_backend(request: pytest.FixtureRequest) -> BackendFactory:
 
     @contextlib.asynccontextmanager
     async def build(
-        runner: GatedRunner, *, max_queue: int = 100, ttl_s: int = 3600, max_bytes: int = 10_485_760
+        runner: GatedRunner,
+        *,
+        max_queue: int = 100,
+        ttl_s: int = 3600,
+        max_bytes: int = 10_485_760,
+        max_queue_bytes: int = 256 * 1024 * 1024,
     ) -> AsyncIterator[JobBackend]:
         backend: JobBackend
         with contextlib.ExitStack() as stack:
             if request.param == "memory":
-                settings = make_settings(jobs_max_queue=max_queue, job_ttl_s=ttl_s, max_body_bytes=max_bytes)
+                settings = make_settings(
+                    jobs_max_queue=max_queue,
+                    job_ttl_s=ttl_s,
+                    max_body_bytes=max_bytes,
+                    jobs_max_queue_bytes=max_queue_bytes,
+                )
                 backend = MemoryJobBackend(settings, concurrency=1)
             else:
                 server = stack.enter_context(redis_server_running())
@@ -75,6 +85,7 @@ def make_backend(request: pytest.FixtureRequest) -> BackendFactory:
                     jobs_max_queue=max_queue,
                     job_ttl_s=ttl_s,
                     max_body_bytes=max_bytes,
+                    jobs_max_queue_bytes=max_queue_bytes,
                 )
                 backend = RedisJobBackend(settings, concurrency=1)
             await backend.start(runner)
@@ -248,3 +259,48 @@ async def test_an_image_over_the_size_limit_is_refused_before_it_is_queued(make_
         accepted = await backend.submit(job(image=b"x" * 2048))
         await runner.wait_started(1)
         assert runner.started == [accepted.job_id]  # the refused one never reached a worker
+
+
+async def test_the_queue_is_bounded_by_image_bytes_as_well_as_by_count(make_backend: BackendFactory) -> None:
+    runner = GatedRunner()
+    async with make_backend(runner, max_queue=100, max_queue_bytes=5000) as backend:
+        first = await backend.submit(job(image=b"x" * 3000))
+        await runner.wait_started(1)  # running: its bytes still count (they are held until it finishes)
+        await backend.submit(job(image=b"y" * 2000))
+        with pytest.raises(Overloaded) as refused:
+            await backend.submit(job(image=b"z"))
+        assert refused.value.retry_after == 1
+        assert "ML_API_JOBS_MAX_QUEUE_BYTES" in refused.value.message
+        runner.release.set()
+        await until_finished(backend, first.job_id)
+        accepted = await backend.submit(job(image=b"z" * 2500))  # the first job's bytes were given back
+        assert (await until_finished(backend, accepted.job_id)).status == "completed"
+
+
+async def test_the_in_process_backend_finishes_accepted_jobs_when_it_closes() -> None:
+    runner = GatedRunner()
+    backend = MemoryJobBackend(make_settings(shutdown_grace_s=10), concurrency=1)
+    await backend.start(runner)
+    accepted = [await backend.submit(job(image=bytes([i]) * 10)) for i in range(3)]
+    await runner.wait_started(1)
+    closing = asyncio.create_task(backend.close())
+    await asyncio.sleep(0.1)
+    with pytest.raises(ShuttingDown):  # closing: nothing new is taken
+        await backend.submit(job())
+    runner.release.set()
+    await closing
+    finals = [await backend.get(j.job_id) for j in accepted]
+    assert [f.status if f else None for f in finals] == ["completed"] * 3
+
+
+async def test_jobs_still_queued_after_the_grace_period_fail_as_shutting_down() -> None:
+    runner = GatedRunner()  # never released: the first job outlives the grace period
+    backend = MemoryJobBackend(make_settings(shutdown_grace_s=0.2), concurrency=1)
+    await backend.start(runner)
+    accepted = [await backend.submit(job()) for _ in range(2)]
+    await runner.wait_started(1)
+    await backend.close()
+    finals = [await backend.get(j.job_id) for j in accepted]
+    assert [(f.status, f.error) for f in finals if f] == [
+        ("failed", JobFailure(ErrorCode.SHUTTING_DOWN, "the server is shutting down"))
+    ] * 2

@@ -102,7 +102,8 @@ def test_an_idempotency_key_returns_the_same_job_from_either_replica(
     assert done["status"] == "completed"
     assert wait_for_job(a.base, other.json()["job_id"])["status"] == "completed"
     with shared_redis.client() as client:
-        assert client.get("ml-api:idem:order-2026-11-24-0001") == first.json()["job_id"].encode()
+        # No API keys configured: one tenant, "-".
+        assert client.get("ml-api:idem:-:order-2026-11-24-0001") == first.json()["job_id"].encode()
         assert client.hget(f"ml-api:job:{first.json()['job_id']}", "attempts") == b"1"
 
 

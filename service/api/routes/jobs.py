@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -9,14 +10,20 @@ from fastapi import APIRouter, Header, Path, Request, status
 from sse_starlette import EventSourceResponse
 
 from service.api.bodies import body_doc, json_body
-from service.api.deps import DataPlaneDep, InputsDep, ModelRefDep, RequestIdDep
+from service.api.deps import DataPlaneDep, InputsDep, ModelRefDep, RequestIdDep, TenantDep
 from service.api.errors import IMAGE_CODES, error_responses
 from service.api.policy import JobsRoute
 from service.api.schemas import JobAccepted, JobStatus, PredictionRequest
-from service.errors import ErrorCode
+from service.errors import ErrorCode, ServiceError
 
+log = logging.getLogger(__name__)
 router = APIRouter(route_class=JobsRoute, responses=error_responses(ErrorCode.JOB_NOT_FOUND))
 JobId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+# Where a submitted job can be followed: clients and stateful API testers walk these links.
+JOB_LINKS = {
+    operation: {"operationId": operation, "parameters": {"job_id": "$response.body#/job_id"}}
+    for operation in ("job_status", "job_events")
+}
 IdempotencyKey = Annotated[str | None, Header(max_length=128, pattern=r"^[\x21-\x7e]+$")]
 
 
@@ -26,7 +33,7 @@ IdempotencyKey = Annotated[str | None, Header(max_length=128, pattern=r"^[\x21-\
     status_code=status.HTTP_202_ACCEPTED,
     summary="Submit an image for asynchronous classification",
     tags=["predict"],
-    responses=error_responses(*IMAGE_CODES),
+    responses={**error_responses(*IMAGE_CODES), 202: {"links": JOB_LINKS}},
     openapi_extra=body_doc(PredictionRequest),
 )
 async def predict_async(
@@ -36,10 +43,16 @@ async def predict_async(
     dataplane: DataPlaneDep,
     inputs: InputsDep,
     request_id: RequestIdDep,
+    tenant: TenantDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     record = await dataplane.submit_job(
-        inputs.source(body), model, top_k=body.top_k, request_id=request_id, idempotency_key=idempotency_key
+        inputs.source(body),
+        model,
+        top_k=body.top_k,
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+        tenant=tenant,
     )
     status_url = request.app.url_path_for("job_status", job_id=record.job_id)
     return JobAccepted(job_id=record.job_id, status="pending", status_url=str(status_url))
@@ -62,8 +75,11 @@ async def job_events(job_id: JobId, request: Request, dataplane: DataPlaneDep) -
     submit_path = _submit_path(request)
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        async for record in records:
-            yield {"event": record.status, "data": JobStatus.of(record, submit_path).model_dump_json()}
+        try:
+            async for record in records:
+                yield {"event": record.status, "data": JobStatus.of(record, submit_path).model_dump_json()}
+        except ServiceError as exc:  # the job store went away mid-stream: end it; clients reconnect
+            log.warning("job events for %s ended early: %s", job_id, exc.message)
 
     return EventSourceResponse(events(), ping=15)
 

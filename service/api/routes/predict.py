@@ -32,12 +32,17 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-@router.post("/predict", response_model=PredictionResponse, summary="Classify one image (URL or base64)")
+@router.post(
+    "/predict",
+    response_model=PredictionResponse,
+    summary="Classify one image (URL or base64)",
+    openapi_extra=body_doc(PredictionRequest),
+)
 async def predict(
-    body: PredictionRequest,
+    model: ResolvedModelDep,
+    body: Annotated[PredictionRequest, json_body(PredictionRequest)],
     dataplane: DataPlaneDep,
     inputs: InputsDep,
-    model: ResolvedModelDep,
     request_id: RequestIdDep,
 ) -> PredictionResponse:
     result = await dataplane.classify(inputs.source(body), model, top_k=body.top_k)
