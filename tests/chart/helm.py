@@ -149,3 +149,20 @@ def main_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     deploy = one(docs, "Deployment", FULLNAME)
     (c,) = [c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == "ml-api"]
     return c
+
+
+def deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Deployment", FULLNAME)
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The server Deployment's pod spec."""
+    return deployment(docs)["spec"]["template"]["spec"]
+
+
+def configmap_data(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return one(docs, "ConfigMap", FULLNAME)["data"]
+
+
+def checksum(docs: list[dict[str, Any]]) -> str:
+    return deployment(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
