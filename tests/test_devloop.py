@@ -25,6 +25,8 @@ from tests.conftest import schemas_root
 ROOT = Path(__file__).resolve().parent.parent
 SKAFFOLD = ROOT / "skaffold.yaml"
 KIND_CONFIG = ROOT / "k8s" / "kind-config.yaml"
+# Server-side apply that takes fields the chart sets (.spec.replicas) back from other managers.
+HELM_APPLY = ["--server-side=true", "--force-conflicts"]
 E2E_DIR = ROOT / "k8s" / "e2e"
 VALUES_KIND = E2E_DIR / "values-kind.yaml"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
@@ -210,17 +212,12 @@ def test_make_up_creates_builds_loads_and_installs_in_that_order() -> None:
     ]
     assert calls[1][0].endswith("make") and calls[1][1:] == ["image", "IMAGE=ml-api:local"]
     assert calls[2] == ["kind", "load", "docker-image", "ml-api:local", "--name", "ml-api"]
-    helm = calls[3]
-    assert helm[:5] == ["helm", "upgrade", "--install", "ml-api", "charts/ml-api"]
-    joined = " ".join(helm)
-    for part in (
-        "--kube-context kind-ml-api",
-        "--namespace ml-api --create-namespace",
-        "-f k8s/e2e/values-kind.yaml",
-        "--set image.repository=ml-api --set image.tag=local",
-        "--wait",
-    ):
-        assert part in joined, part
+    assert calls[3] == [
+        "helm", "upgrade", "--install", "ml-api", "charts/ml-api", "--kube-context", "kind-ml-api",
+        "--namespace", "ml-api", "--create-namespace", "-f", "k8s/e2e/values-kind.yaml",
+        "--set", "image.repository=ml-api", "--set", "image.tag=local",
+        *HELM_APPLY, "--wait", "--timeout", "5m",
+    ]  # fmt: skip
     assert len(calls) == 4
 
 
@@ -388,6 +385,11 @@ def test_hpa_values_render_an_hpa_with_short_windows(helm: str) -> None:
     hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+    # The HPA owns the replica count: with spec.replicas rendered (replicaCount 2 from
+    # values-kind.yaml), every upgrade would reset the scale, or conflict with the HPA under
+    # server-side apply.
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    assert "replicas" not in deploy["spec"]
 
 
 def test_gpu_capacity_patch_is_a_valid_node_status() -> None:
@@ -417,7 +419,8 @@ def test_the_helm_call_make_up_prints_renders_valid_manifests(helm: str) -> None
     keep: list[str] = []
     it = iter(flags)
     for flag in it:
-        if flag in {"--wait", "--create-namespace"}:
+        # Flags without a value: waiting and the apply mode change how, not what, is installed.
+        if flag in {"--wait", "--create-namespace", *HELM_APPLY}:
             continue
         value = next(it)
         if flag in {"--namespace", "-f", "--set"}:
@@ -435,3 +438,52 @@ def test_the_helm_call_make_up_prints_renders_valid_manifests(helm: str) -> None
     deploy = next(d for d in docs if d["kind"] == "Deployment")
     assert deploy["metadata"]["namespace"] == "ml-api"
     assert deploy["spec"]["replicas"] == 2
+
+
+def test_skaffold_installs_and_upgrades_with_the_apply_mode_of_make_up() -> None:
+    flags = load(SKAFFOLD)["deploy"]["helm"]["flags"]
+    assert flags == {"install": HELM_APPLY, "upgrade": HELM_APPLY}
+    (install,) = [argv(c) for c in make_dry("up") if c.startswith("helm ")]
+    assert install[-len(HELM_APPLY) - 3 : -3] == HELM_APPLY
+
+
+def _unreachable_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig whose kind-ml-api context points at a closed loopback port."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kind-ml-api", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "nobody", "user": {"token": "none"}}],
+        "contexts": [{"name": "kind-ml-api", "context": {"cluster": "kind-ml-api", "user": "nobody"}}],
+        "current-context": "kind-ml-api",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.helm
+def test_the_pinned_helm_accepts_the_apply_flags_of_make_up_and_skaffold(helm: str, tmp_path: Path) -> None:
+    # `make up`'s exact upgrade call: helm checks flag names, types and exclusions (--force with
+    # --force-conflicts) before it contacts the cluster, so reaching "cluster unreachable" means
+    # the whole command line was accepted.
+    (install,) = [argv(c) for c in make_dry("up") if c.startswith("helm ")]
+    kubeconfig = _unreachable_kubeconfig(tmp_path)
+    proc = subprocess.run(
+        [helm, *install[1:], "--kubeconfig", str(kubeconfig)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: kubernetes cluster unreachable"), proc.stderr
+    # Helm reads the string value only after reaching the cluster; `helm upgrade --help` lists the choices.
+    usage = subprocess.run([helm, "upgrade", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert re.search(r'--server-side string +must be "true", "false" or "auto"', usage)
+    assert re.search(r"--force-conflicts +if set server-side apply will force changes against conflicts", usage)
+    # Skaffold runs `helm install <release> <flags.install> <chart> ...` for a new release: a
+    # client-side dry run of exactly that goes through every flag check without a cluster.
+    flags = load(SKAFFOLD)["deploy"]["helm"]["flags"]["install"]
+    proc = subprocess.run(
+        [helm, "install", "ml-api", *flags, "charts/ml-api", "--namespace", "ml-api", "--create-namespace",
+         "-f", "k8s/e2e/values-kind.yaml", "--dry-run=client"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr

@@ -101,6 +101,15 @@ ensure_cluster() {
   fi
 }
 
+# Helm 4 applies server-side. The chart leaves spec.replicas out whenever an HPA or KEDA owns it, so
+# another manager only ever holds a field the chart sets on purpose: after an HPA was switched off,
+# or after `kubectl scale`, kube-controller-manager (or kubectl) owns .spec.replicas and a plain
+# server-side upgrade stops with a conflict. --force-conflicts gives such fields back to the chart
+# (replicaCount), as Helm 3's client-side three-way merge did. `true` rather than Helm's default
+# `auto` (the previous release's method), so a release first installed client-side behaves the same.
+# skaffold.yaml passes the same flags to its helm install/upgrade.
+HELM_APPLY=(--server-side=true --force-conflicts)
+
 # install [VALUES_FILE...] [-- EXTRA_HELM_ARGS...]; HELM_WAIT=0 returns without waiting for readiness
 # (the GPU test wants to watch a pod that cannot be scheduled yet).
 install() {
@@ -113,7 +122,7 @@ install() {
   run helm upgrade --install "$RELEASE" "$CHART" --kube-context "$CONTEXT" \
     --namespace "$NAMESPACE" --create-namespace "${values[@]}" \
     --set "image.repository=$(image_repo)" --set "image.tag=$(image_tag)" \
-    "${wait[@]}" "${extra[@]}"
+    "${HELM_APPLY[@]}" "${wait[@]}" "${extra[@]}"
 }
 
 port_forward_cmd() {
