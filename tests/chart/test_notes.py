@@ -15,13 +15,30 @@ from tests.chart.helm import (
 pytestmark = pytest.mark.helm
 
 
-def test_notes_give_exact_port_forward_and_curl_commands(helm: str) -> None:
+def notes(*args: str) -> str:
+    """NOTES.txt as `helm install` prints it, for the default values plus ``args``."""
     version = run_helm("version", "--template", "{{.Version}}")
     if version.startswith("v3."):
         pytest.skip(f"helm {version} cannot render NOTES without a cluster (install --dry-run contacts it)")
-    out = run_helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
-    notes = out.split("NOTES:", 1)[1]
-    assert f"kubectl -n {NAMESPACE} port-forward service/{FULLNAME} 8000:8000" in notes
-    assert "curl -s http://127.0.0.1:8000/health/ready" in notes
-    assert "http://127.0.0.1:8000/api/v1/predict" in notes
-    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
+    out = run_helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", *args)
+    return out.split("NOTES:", 1)[1]
+
+
+def test_notes_give_exact_port_forward_and_curl_commands(helm: str) -> None:
+    text = notes()
+    assert f"kubectl -n {NAMESPACE} port-forward service/{FULLNAME} 8000:8000" in text
+    assert "curl -s http://127.0.0.1:8000/health/ready" in text
+    assert "http://127.0.0.1:8000/api/v1/predict" in text
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in text
+
+
+def test_gpu_notes_name_the_request_and_only_the_selector_that_is_set(helm: str) -> None:
+    plain = notes("--set", "gpu.enabled=true").split("GPU: ", 1)[1]
+    assert plain.startswith("pods request 1 nvidia.com/gpu, so only nodes advertising it (a device plugin) qualify.")
+    assert "labelled" not in plain and "RuntimeClass" not in plain
+    selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=server"
+    assert f"kubectl -n {NAMESPACE} describe pod -l {selector}" in plain
+    operator = notes("-f", str(CHART / "ci" / "gpu-values.yaml")).split("GPU: ", 1)[1]
+    assert 'among them those labelled {"nvidia.com/gpu.present":"true"}.' in operator
+    assert "RuntimeClass nvidia must exist (kubectl get runtimeclass)." in operator
+    assert "GPU: " not in notes()
