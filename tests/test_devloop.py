@@ -48,19 +48,43 @@ def skaffold_schema() -> dict[str, Any]:
 
 
 def apply_patches(doc: dict[str, Any], patches: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON-patch subset skaffold profiles here use: `add` to an object key or list end."""
+    """The JSON-patch subset skaffold profiles here use: `add` to an object key or list end, and
+    `remove` of an object key (which must exist, as in RFC 6902)."""
     out = copy.deepcopy(doc)
     for patch in patches:
-        assert patch["op"] == "add", patch
+        assert patch["op"] in {"add", "remove"}, patch
         *parents, last = patch["path"].lstrip("/").split("/")
         node: Any = out
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node[part]
-        if last == "-":
+        if patch["op"] == "remove":
+            del node[last]
+        elif last == "-":
             node.append(copy.deepcopy(patch["value"]))
         else:
             node[last] = copy.deepcopy(patch["value"])
     return out
+
+
+def docker_stand_in(directory: Path, *, buildx: bool) -> Path:
+    """A `docker` on a PATH prefix whose `build --help` lists --provenance (buildx, Docker >= 23) or
+    not (the classic builder); every other call succeeds silently. Returns the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    flag = '      --provenance string   Shorthand for "--attest=type=provenance"' if buildx else ""
+    script = directory / "docker"
+    script.write_text(f'#!/bin/sh\nif [ "$1" = build ] && [ "$2" = --help ]; then echo \'{flag}\'; fi\nexit 0\n')
+    script.chmod(0o755)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def buildx_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"{docker_stand_in(tmp_path_factory.mktemp('buildx'), buildx=True)}{os.pathsep}{os.environ['PATH']}"
+
+
+@pytest.fixture(scope="module")
+def classic_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"{docker_stand_in(tmp_path_factory.mktemp('classic'), buildx=False)}{os.pathsep}{os.environ['PATH']}"
 
 
 # ---- skaffold.yaml -------------------------------------------------------------------------
@@ -140,7 +164,7 @@ def test_skaffold_forwards_the_service_to_loopback_8000() -> None:
 def test_profiles_add_their_values_and_hooks() -> None:
     doc = load(SKAFFOLD)
     profiles = {p["name"]: p for p in doc["profiles"]}
-    assert set(profiles) == {"gpu", "observability"}
+    assert set(profiles) == {"gpu", "observability", "docker-without-buildx"}
     for name, values in (("gpu", "k8s/e2e/values-gpu.yaml"), ("observability", "k8s/e2e/values-observability.yaml")):
         patched = apply_patches({k: v for k, v in doc.items() if k != "profiles"}, profiles[name]["patches"])
         release = patched["deploy"]["helm"]["releases"][0]
@@ -237,9 +261,11 @@ def test_make_up_prints_the_port_forward_command() -> None:
     )
 
 
-def test_make_dev_port_forward_e2e_and_down_calls() -> None:
-    assert argv(make_dry("dev")[-1]) == ["skaffold", "dev", "--kube-context", "kind-ml-api", "--port-forward=user"]
-    assert argv(make_dry("dev", PROFILES="gpu,observability")[-1])[-2:] == ["--profile", "gpu,observability"]
+def test_make_dev_port_forward_e2e_and_down_calls(buildx_path: str) -> None:
+    dev = make_dry("dev", PATH=buildx_path)[-1]
+    assert argv(dev) == ["skaffold", "dev", "--kube-context", "kind-ml-api", "--port-forward=user"]
+    profiles = make_dry("dev", PROFILES="gpu,observability", PATH=buildx_path)[-1]
+    assert argv(profiles)[-2:] == ["--profile", "gpu,observability"]
     assert argv(make_dry("port-forward")[-1]) == [
         "kubectl", "--context", "kind-ml-api", "-n", "ml-api", "port-forward", "svc/ml-api", "8000:8000",
         "--address", "127.0.0.1",
@@ -513,3 +539,69 @@ def test_kind_suite_selects_exactly_the_server_pods_of_a_release(helm: str) -> N
     for other in (redis["spec"]["template"]["metadata"]["labels"], test_pod["metadata"]["labels"]):
         assert other["app.kubernetes.io/instance"] == RELEASE
         assert not _selects(selector, other)
+
+
+# ---- images kind can load ------------------------------------------------------------------
+
+
+def _make_image_build_argv(path: str) -> list[str]:
+    """The docker build command `make image` would run (`make -n`, prerequisites skipped), up to
+    its output redirection."""
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-o", "venv", "-o", "base-image", "image"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": path, "DOCKER": "docker"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    recipe = proc.stdout.replace("\\\n", " ")
+    (command,) = [chunk for chunk in recipe.split(";") if " build --progress=plain " in chunk]
+    return shlex.split(command.split(" 2>&1 ", 1)[0])
+
+
+def test_make_image_builds_without_a_provenance_attestation_where_buildx_adds_one(
+    buildx_path: str, classic_path: str
+) -> None:
+    # `kind load docker-image` (make up) fails on an image whose index carries an attestation
+    # manifest, as buildx builds it by default under Docker's containerd image store.
+    build = _make_image_build_argv(buildx_path)
+    assert build[:6] == ["DOCKER_BUILDKIT=1", "docker", "build", "--progress=plain", "--target", "cpu"]
+    assert build[-6:] == ["--provenance=false", "-f", f"{ROOT}/Dockerfile", "-t", "ml-api:local", "."]
+    assert build.count("--provenance=false") == 1
+    # The classic builder neither attaches attestations nor knows the flag.
+    classic = _make_image_build_argv(classic_path)
+    assert classic[-5:] == ["-f", f"{ROOT}/Dockerfile", "-t", "ml-api:local", "."]
+    assert not [arg for arg in classic if arg.startswith("--provenance")]
+
+
+def test_skaffold_builds_without_provenance_unless_docker_has_no_buildx() -> None:
+    schema = skaffold_schema()
+    doc = load(SKAFFOLD)
+    (artifact,) = doc["build"]["artifacts"]
+    assert artifact["docker"]["cliFlags"] == ["--provenance=false"]
+    profiles = {p["name"]: p for p in doc["profiles"]}
+    classic = apply_patches(
+        {k: v for k, v in doc.items() if k != "profiles"}, profiles["docker-without-buildx"]["patches"]
+    )
+    jsonschema.validate(classic, schema)
+    assert "cliFlags" not in classic["build"]["artifacts"][0]["docker"]
+    assert {k: v for k, v in classic["build"]["artifacts"][0]["docker"].items()} == {
+        k: v for k, v in artifact["docker"].items() if k != "cliFlags"
+    }
+    # The profile changes the build only: combined with the others it still validates.
+    both = apply_patches(classic, profiles["gpu"]["patches"])
+    jsonschema.validate(both, schema)
+
+
+def test_make_dev_drops_the_provenance_flag_only_for_a_docker_without_buildx(
+    buildx_path: str, classic_path: str
+) -> None:
+    assert "--profile" not in argv(make_dry("dev", PATH=buildx_path)[-1])
+    assert argv(make_dry("dev", PATH=classic_path)[-1])[-2:] == ["--profile", "docker-without-buildx"]
+    assert argv(make_dry("dev", PATH=classic_path, PROFILES="gpu")[-1])[-2:] == [
+        "--profile",
+        "gpu,docker-without-buildx",
+    ]

@@ -180,7 +180,13 @@ case $cmd in
     need docker kind kubectl helm skaffold
     ensure_cluster
     args=(skaffold dev --kube-context "$CONTEXT" --port-forward=user)
-    [[ -n ${PROFILES:-} ]] && args+=(--profile "$PROFILES")
+    profiles=${PROFILES:-}
+    # skaffold.yaml builds with --provenance=false (kind load fails on attestation manifests); a
+    # docker without buildx rejects that flag.
+    if ! docker build --help 2>/dev/null | grep -q -e '--provenance'; then
+      profiles=${profiles:+$profiles,}docker-without-buildx
+    fi
+    [[ -n $profiles ]] && args+=(--profile "$profiles")
     run "${args[@]}"
     ;;
   port-forward)
