@@ -57,6 +57,8 @@ def test_rendered_prometheus_keeps_exemplars_and_selects_every_monitor_and_rule(
     prometheus = find(objects, "Prometheus")
     assert "exemplar-storage" in prometheus["spec"]["enableFeatures"]
     assert prometheus["spec"]["ruleSelector"] == {} and prometheus["spec"]["serviceMonitorSelector"] == {}
+    # Tempo's metrics generator remote-writes span metrics and the service graph here.
+    assert prometheus["spec"]["enableRemoteWriteReceiver"] is True
     assert ("Service", "kps-prometheus") in kinds and ("Service", "grafana") in kinds
 
 

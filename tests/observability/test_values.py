@@ -64,6 +64,8 @@ ALLOWED: dict[str, set[str]] = {
         "tempo.receivers.*",
         "tempo.metricsGenerator.enabled",
         "tempo.metricsGenerator.remoteWriteUrl",
+        "tempo.overrides.*",  # Tempo's overrides block, passed through (defaults: the new format)
+        "config",  # the Tempo configuration file, a template the chart renders with tpl
         "tempo.storage.*",
         "persistence.enabled",
     },

@@ -62,12 +62,12 @@ def archive(name: str) -> Path:
 
 
 @cache
-def _render(name: str, chart_archive: str, extra: tuple[str, ...]) -> str:
+def _render(name: str, chart_archive: str, values_file: str, extra: tuple[str, ...]) -> str:
     helm = _helm()
     assert helm is not None
     _chart, _variable, release, namespace = CHARTS[name]
     result = subprocess.run(
-        [helm, "template", release, chart_archive, "--namespace", namespace, "-f", str(OBS / name), *extra],
+        [helm, "template", release, chart_archive, "--namespace", namespace, "-f", values_file, *extra],
         capture_output=True,
         text=True,
         timeout=300,
@@ -77,12 +77,13 @@ def _render(name: str, chart_archive: str, extra: tuple[str, ...]) -> str:
     return result.stdout
 
 
-def render(name: str, *extra: str) -> list[dict[str, Any]]:
+def render(name: str, *extra: str, values_file: Path | None = None) -> list[dict[str, Any]]:
     """`helm template` of the pinned upstream chart with values file ``name`` (as `make observability`
-    installs it), as a list of objects. Skips without helm or without the archive."""
+    installs it), or with ``values_file`` instead, as a list of objects. Skips without helm or
+    without the archive."""
     if _helm() is None:
         pytest.skip("helm not installed (make tools)")
-    text = _render(name, str(archive(name)), extra)
+    text = _render(name, str(archive(name)), str(values_file or OBS / name), extra)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
