@@ -101,6 +101,7 @@ ALLOWED: dict[str, set[str]] = {
         "ports.zipkin.enabled",
         "config.*",  # the collector configuration, merged over the chart's default config
         "resources.*",
+        "tolerations",
     },
     # prometheus-community/helm-charts charts/prometheus-adapter/values.yaml 5.3.0
     "prometheus-adapter.yaml": {
