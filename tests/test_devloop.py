@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,15 @@ from tests.conftest import schemas_root
 ROOT = Path(__file__).resolve().parent.parent
 SKAFFOLD = ROOT / "skaffold.yaml"
 KIND_CONFIG = ROOT / "k8s" / "kind-config.yaml"
+# `make observability`'s releases (mk/observability.mk) and their namespaces.
+OBS_RELEASES = [
+    ("metrics-server", "kube-system"),
+    ("kube-prometheus-stack", "monitoring"),
+    ("tempo", "monitoring"),
+    ("loki", "monitoring"),
+    ("otel-collector", "monitoring"),
+    ("prometheus-adapter", "monitoring"),
+]
 # Server-side apply that takes fields the chart sets (.spec.replicas) back from other managers.
 HELM_APPLY = ["--server-side=true", "--force-conflicts"]
 E2E_DIR = ROOT / "k8s" / "e2e"
@@ -302,9 +312,13 @@ def test_cluster_helpers_print_their_kubectl_and_helm_calls() -> None:
     (metrics,) = dry("metrics-server")
     assert metrics[:4] == ["helm", "upgrade", "--install", "metrics-server"]
     assert "k8s/observability/metrics-server.yaml" in metrics
+    # Checks first (read-only, in the kind context), then the install, which a dry run always shows.
     assert dry("observability") == [
-        ["kubectl", "config", "use-context", "kind-ml-api"],
-        ["make", "--no-print-directory", "observability"],
+        *(
+            ["helm", "get", "metadata", release, "--namespace", namespace, "--kube-context", "kind-ml-api"]
+            for release, namespace in OBS_RELEASES
+        ),
+        ["make", "--no-print-directory", "observability", "KUBE_CONTEXT=kind-ml-api"],
     ]
 
 
@@ -605,3 +619,103 @@ def test_make_dev_drops_the_provenance_flag_only_for_a_docker_without_buildx(
         "--profile",
         "gpu,docker-without-buildx",
     ]
+
+
+# ---- the observability profile's pre-deploy hook -------------------------------------------
+
+
+def _observability_hook(tmp_path: Path, deployed: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`cluster.sh observability` as skaffold's hook runs it, against helm/kubectl/make stand-ins
+    that record their calls; `helm get metadata <release>` reports ``deployed[release]`` as the
+    deployed chart version (absent: not installed). The script and mk/observability.mk are copied
+    to a scratch root, so the pinned tools in .tools/bin cannot shadow the stand-ins."""
+    root = tmp_path / "root"
+    (root / "k8s" / "e2e").mkdir(parents=True)
+    (root / "mk").mkdir()
+    shutil.copy2(E2E_DIR / "cluster.sh", root / "k8s" / "e2e" / "cluster.sh")
+    shutil.copy2(ROOT / "mk" / "observability.mk", root / "mk" / "observability.mk")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.log"
+    versions = "\n".join(f"{name}) version={v} ;;" for name, v in deployed.items())
+    (bindir / "helm").write_text(
+        f'#!/bin/bash\necho "helm $*" >> {log}\n'
+        f"if [[ $1 == get && $2 == metadata ]]; then\n  case $3 in\n{versions}\n  *) exit 1 ;;\n  esac\n"
+        f'  printf "NAME: %s\\nVERSION: %s\\nSTATUS: deployed\\n" "$3" "$version"\nfi\n'
+    )
+    for tool in ("kubectl", "make"):
+        (bindir / tool).write_text(f'#!/bin/bash\necho "{tool} $*" >> {log}\n')
+    for tool in bindir.iterdir():
+        tool.chmod(0o755)
+    proc = subprocess.run(
+        [str(root / "k8s" / "e2e" / "cluster.sh"), "observability"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "MAKE": "make", "HOME": str(tmp_path)},
+        check=False,
+    )
+    return proc, log.read_text().splitlines() if log.exists() else []
+
+
+def _pinned() -> dict[str, str]:
+    text = (ROOT / "mk" / "observability.mk").read_text()
+    variables = dict(re.findall(r"^([A-Z_]+_VERSION) := (\S+)$", text, re.M))
+    names = {
+        "metrics-server": "METRICS_SERVER_VERSION",
+        "kube-prometheus-stack": "KPS_VERSION",
+        "tempo": "TEMPO_VERSION",
+        "loki": "LOKI_VERSION",
+        "otel-collector": "OTEL_COLLECTOR_VERSION",
+        "prometheus-adapter": "ADAPTER_VERSION",
+    }
+    return {release: variables[variable] for release, variable in names.items()}
+
+
+def test_observability_hook_skips_a_stack_deployed_at_the_pinned_versions(tmp_path: Path) -> None:
+    proc, calls = _observability_hook(tmp_path, _pinned())
+    assert proc.returncode == 0, proc.stderr
+    assert "observability stack already deployed in kind-ml-api at the pinned chart versions" in proc.stdout
+    assert calls == [
+        f"helm get metadata {release} --namespace {namespace} --kube-context kind-ml-api"
+        for release, namespace in OBS_RELEASES
+    ]
+
+
+@pytest.mark.parametrize("change", ["missing", "older"])
+def test_observability_hook_installs_when_a_release_is_missing_or_at_another_version(
+    tmp_path: Path, change: str
+) -> None:
+    deployed = _pinned()
+    if change == "missing":
+        del deployed["tempo"]
+    else:
+        deployed["tempo"] = "2.0.0"
+    proc, calls = _observability_hook(tmp_path, deployed)
+    assert proc.returncode == 0, proc.stderr
+    assert calls[-1] == "make --no-print-directory observability KUBE_CONTEXT=kind-ml-api"
+    assert len(calls) == len(OBS_RELEASES) + 1
+
+
+def test_observability_hook_never_switches_the_current_kubectl_context(tmp_path: Path) -> None:
+    proc, calls = _observability_hook(tmp_path, {})
+    assert proc.returncode == 0, proc.stderr
+    assert not [c for c in calls if c.startswith("kubectl config")]
+    assert all("--kube-context kind-ml-api" in c for c in calls if c.startswith("helm "))
+    doc = load(SKAFFOLD)
+    (obs,) = [p for p in doc["profiles"] if p["name"] == "observability"]
+    hooks = [patch["value"]["host"]["command"] for patch in obs["patches"] if patch["path"].endswith("hooks/before/-")]
+    assert hooks == [["k8s/e2e/cluster.sh", "observability"]]
+
+
+@pytest.mark.helm
+def test_observability_values_ship_the_dashboards_to_the_grafana_sidecar(helm: str) -> None:
+    docs = render([VALUES_KIND, E2E_DIR / "values-observability.yaml"], KIND_SETS)
+    sidecar = load(ROOT / "k8s" / "observability" / "kube-prometheus-stack.yaml")["grafana"]["sidecar"]["dashboards"]
+    dashboards = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get(sidecar["label"]) == sidecar["labelValue"]
+    ]
+    assert [sorted(d["data"]) for d in dashboards] == [["ml-api-overview.json"]]
+    assert sidecar["folderAnnotation"] in dashboards[0]["metadata"]["annotations"]

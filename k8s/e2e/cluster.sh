@@ -130,6 +130,35 @@ port_forward_cmd() {
     "$CONTEXT" "$NAMESPACE" "$RELEASE" "$LOCAL_PORT"
 }
 
+# The releases `make observability` installs: name, namespace, chart version variable there.
+OBS_RELEASES=(
+  "metrics-server kube-system METRICS_SERVER_VERSION"
+  "kube-prometheus-stack monitoring KPS_VERSION"
+  "tempo monitoring TEMPO_VERSION"
+  "loki monitoring LOKI_VERSION"
+  "otel-collector monitoring OTEL_COLLECTOR_VERSION"
+  "prometheus-adapter monitoring ADAPTER_VERSION"
+)
+
+# Print the releases of the stack not deployed at their pinned chart version (read-only helm
+# calls; a dry run prints each call on fd 3 and reports every release as missing).
+observability_missing() {
+  local entry name namespace variable version meta
+  for entry in "${OBS_RELEASES[@]}"; do
+    read -r name namespace variable <<<"$entry"
+    version=$(sed -n "s/^$variable := *//p" mk/observability.mk)
+    if [[ -n $DRY ]]; then
+      run helm get metadata "$name" --namespace "$namespace" --kube-context "$CONTEXT" >&3
+      echo "$name"
+      continue
+    fi
+    meta=$(helm get metadata "$name" --namespace "$namespace" --kube-context "$CONTEXT" 2>/dev/null) || meta=
+    if ! grep -qx "VERSION: $version" <<<"$meta" || ! grep -qx "STATUS: deployed" <<<"$meta"; then
+      echo "$name"
+    fi
+  done
+}
+
 gpu_node() {
   if [[ -n $DRY ]]; then
     run kubectl --context "$CONTEXT" get nodes -l nvidia.com/gpu.present=true -o name >&2
@@ -208,11 +237,19 @@ case $cmd in
       -f k8s/observability/metrics-server.yaml --wait --timeout "$HELM_TIMEOUT"
     ;;
   observability)
-    # The stack of k8s/observability/ (pinned in mk/observability.mk), installed by `make observability`
-    # into the current context: point it at the kind cluster first.
+    # The stack of k8s/observability/ (pinned in mk/observability.mk), installed by
+    # `make observability` into the kind context (never switching the user's current context), and
+    # only when a release is missing or not at its pinned chart version: skaffold runs this before
+    # every redeploy. `make observability KUBE_CONTEXT=...` re-applies changed values.
     need kubectl helm
-    run kubectl config use-context "$CONTEXT"
-    run "$MAKE" --no-print-directory observability
+    # fd 3: the dry run's printed helm calls bypass the capture.
+    { stale=$(observability_missing); } 3>&1
+    if [[ -z $stale ]]; then
+      echo "observability stack already deployed in $CONTEXT at the pinned chart versions"
+    else
+      [[ -n $DRY ]] && echo "# only when one of the releases above is missing or at another chart version:"
+      run "$MAKE" --no-print-directory observability KUBE_CONTEXT="$CONTEXT"
+    fi
     ;;
   e2e)
     targets=${E2E_TARGETS:-kind}
