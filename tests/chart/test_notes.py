@@ -42,3 +42,19 @@ def test_gpu_notes_name_the_request_and_only_the_selector_that_is_set(helm: str)
     assert 'among them those labelled {"nvidia.com/gpu.present":"true"}.' in operator
     assert "RuntimeClass nvidia must exist (kubectl get runtimeclass)." in operator
     assert "GPU: " not in notes()
+
+
+def test_notes_say_which_release_label_the_prometheus_selectors_need(helm: str) -> None:
+    # kube-prometheus-stack's default ruleSelector and serviceMonitorSelector match release=<its release>.
+    unlabelled = notes("--set", "prometheusRule.enabled=true", "--set", "serviceMonitor.enabled=true")
+    for kind, key in (("ServiceMonitor", "serviceMonitor"), ("PrometheusRule", "prometheusRule")):
+        assert f"{kind} {FULLNAME} has no release label." in unlabelled
+        assert f"--set {key}.additionalLabels.release=kube-prometheus-stack" in unlabelled
+    assert "PodMonitor" not in unlabelled
+    labelled = notes("-f", str(CHART / "ci" / "monitoring-values.yaml"))
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert f"{kind} {FULLNAME} is labelled release=kube-prometheus-stack" in labelled
+    assert "has no release label" not in labelled
+    pod_monitor = notes("-f", str(CHART / "ci" / "podmonitor-values.yaml"))
+    assert f"PodMonitor {FULLNAME} is labelled release=kube-prometheus-stack" in pod_monitor
+    assert "has no release label" not in notes()

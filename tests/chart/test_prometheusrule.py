@@ -19,13 +19,15 @@ from tests.chart.helm import (
 pytestmark = pytest.mark.helm
 
 
-def test_prometheus_rule_carries_the_alert_groups_verbatim(case_docs: CaseDocs) -> None:
+def test_prometheus_rule_carries_the_alert_groups_with_the_fullname_filled_in(case_docs: CaseDocs) -> None:
     alerts_file = CHART / "files" / "alerts.yaml"
     if not alerts_file.is_file():
         pytest.skip("charts/ml-api/files/alerts.yaml not generated yet (observability work)")
     rule = one(case_docs("monitoring"), "PrometheusRule", FULLNAME)
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert rule["spec"]["groups"] == yaml.safe_load(alerts_file.read_text())["groups"]
+    source = alerts_file.read_text()
+    assert "ML_API_FULLNAME" in source
+    assert rule["spec"]["groups"] == yaml.safe_load(source.replace("ML_API_FULLNAME", FULLNAME))["groups"]
     alert_names = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert alert_names, "no alerting rules"
 

@@ -37,7 +37,8 @@ KUBERNETES_ONLY_METRICS = frozenset(
         "kube_horizontalpodautoscaler_spec_max_replicas",
         "kube_horizontalpodautoscaler_spec_target_metric",
         "kube_pod_container_resource_limits",
-        "kube_pod_labels",
+        "kube_pod_owner",
+        "kube_replicaset_owner",
         "kube_pod_status_ready",
         "kube_pod_status_phase",
         # kubelet cAdvisor

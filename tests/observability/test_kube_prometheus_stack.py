@@ -83,9 +83,11 @@ def test_rendered_grafana_provisions_the_datasources_and_the_dashboard_sidecar()
 
 
 @pytest.mark.helm
-def test_rendered_kube_state_metrics_exports_the_pod_labels_allowlist() -> None:
+def test_rendered_kube_state_metrics_exports_the_series_the_alerts_join_on() -> None:
+    # MlApiPodsNotReady joins pods to the release's Deployment through their owners: kube-state-metrics
+    # must export pods and ReplicaSets (its default resources), with no label allowlist needed.
     ksm = find(render(NAME), "Deployment", "kube-state-metrics")
-    assert (
-        "--metric-labels-allowlist=pods=[app.kubernetes.io/name,app.kubernetes.io/instance]"
-        in (ksm["spec"]["template"]["spec"]["containers"][0]["args"])
-    )
+    args = ksm["spec"]["template"]["spec"]["containers"][0]["args"]
+    (resources,) = [a.removeprefix("--resources=").split(",") for a in args if a.startswith("--resources=")]
+    assert {"pods", "replicasets", "deployments", "horizontalpodautoscalers"} <= set(resources)
+    assert not [a for a in args if a.startswith("--metric-labels-allowlist")]

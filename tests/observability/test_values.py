@@ -38,9 +38,8 @@ ALLOWED: dict[str, set[str]] = {
         "prometheus.prometheusSpec.retention",
         "prometheus.prometheusSpec.resources.*",
         "alertmanager.alertmanagerSpec.resources.*",
-        # subchart kube-state-metrics 8.4.0 values.yaml (metricLabelsAllowlist), _helpers (fullnameOverride)
+        # subchart kube-state-metrics 8.4.0 _helpers (fullnameOverride)
         "kube-state-metrics.fullnameOverride",
-        "kube-state-metrics.metricLabelsAllowlist",
         "prometheus-node-exporter.fullnameOverride",
         # subchart grafana 12.11.1 (grafana-community): values.yaml sidecar.*, adminPassword; _helpers fullnameOverride
         "grafana.fullnameOverride",
