@@ -419,6 +419,9 @@ def test_gpu_values_target_exactly_the_gpu_like_kind_worker(helm: str) -> None:
     )
     # kind has no NVIDIA runtime: a RuntimeClass would make the pod unstartable there.
     assert "runtimeClassName" not in spec
+    # ... and no GPU: the pod serves on the CPU and must still become ready.
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert configmap["data"]["ML_API_DEVICE_REQUIRED"] == "false"
 
 
 @pytest.mark.helm

@@ -32,6 +32,14 @@ def test_gpu_operator_case_selects_gpu_nodes_and_the_nvidia_runtime(case_docs: C
     shm = next(v for v in spec["volumes"] if v["name"] == mounts["/dev/shm"])
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
     assert configmap_data(docs)["ML_API_DEVICE"] == "cuda"
+    # The example keeps pods without a usable GPU out of the Service instead of serving on the CPU.
+    assert configmap_data(docs)["ML_API_DEVICE_REQUIRED"] == "true"
+
+
+def test_device_required_is_off_unless_set(helm: str, default_docs: list[dict[str, Any]]) -> None:
+    assert configmap_data(default_docs)["ML_API_DEVICE_REQUIRED"] == "false"
+    assert configmap_data(render(sets=["gpu.enabled=true"]))["ML_API_DEVICE_REQUIRED"] == "false"
+    assert configmap_data(render(sets=["config.deviceRequired=true"]))["ML_API_DEVICE_REQUIRED"] == "true"
 
 
 def test_cpu_only_by_default(default_docs: list[dict[str, Any]]) -> None:

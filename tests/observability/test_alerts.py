@@ -173,6 +173,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
         "MlApiInflightNearCapacity",
         "MlApiPodsNotReady",
         "MlApiModelNotLoaded",
+        "MlApiGpuFallback",
     }
     assert fires == names, f"alerts never shown firing: {names - fires}"
     assert quiet == names, f"alerts never shown quiet: {names - quiet}"
@@ -223,6 +224,12 @@ def _mutated_run(tmp_path: Path, old: str, new: str, alert: str) -> subprocess.C
             '\n              or on (namespace, pod)\n              kube_pod_status_phase{phase="Pending"} == 1',
             "",
             "MlApiPodsNotReady",
+        ),
+        # Any fallback blip would page; the GPU coming up a minute late is normal.
+        (
+            "max by (namespace, pod) (ml_api_device_fallback) > 0\n        for: 5m",
+            "max by (namespace, pod) (ml_api_device_fallback) > 0\n        for: 1m",
+            "MlApiGpuFallback",
         ),
         # Every Deployment's pods (the dev Redis included) instead of the release's own.
         ('owner_name="ML_API_FULLNAME"', 'owner_name=~".+"', "MlApiPodsNotReady"),
