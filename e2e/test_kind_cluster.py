@@ -197,7 +197,7 @@ def test_hpa_scales_out_under_load_and_back_in(
         kind_cluster.install()
 
 
-def test_observability_servicemonitor_target_is_up_and_a_trace_reaches_the_collector(
+def test_observability_servicemonitor_target_is_up_a_trace_reaches_tempo_and_becomes_span_metrics(
     kind_cluster: KindCluster, digit_sample: list[tuple[bytes, int]]
 ) -> None:
     kind_cluster.script("observability", timeout_s=1800)
@@ -237,5 +237,15 @@ def test_observability_servicemonitor_target_is_up_and_a_trace_reaches_the_colle
                 return httpx.get(f"{tempo.base_url}/api/traces/{trace_id}", timeout=10).status_code == 200
 
             wait_for(trace_found, 180, interval_s=5, what=f"trace {trace_id} in Tempo via the OTel collector")
+        # Tempo's metrics generator (span-metrics processor, k8s/observability/tempo.yaml) remote-writes
+        # RED metrics of those spans into Prometheus, under the service name the chart sets.
+        with forwarded(kind_cluster.port_forward("kps-prometheus", "monitoring", 9090)) as prom:
+
+            def span_metrics() -> list[dict[str, Any]]:
+                query = 'sum by (service) (traces_spanmetrics_calls_total{service="ml-api"})'
+                resp = httpx.get(f"{prom.base_url}/api/v1/query", params={"query": query}, timeout=10)
+                return list(resp.json()["data"]["result"])
+
+            wait_for(span_metrics, 300, interval_s=10, what="span metrics from Tempo's metrics generator")
     finally:
         kind_cluster.install()
