@@ -10,9 +10,11 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.observability.promql_sources import ROOT
 
@@ -131,3 +133,26 @@ def test_observability_names_the_unreachable_kube_context(tmp_path: Path) -> Non
     assert result.returncode != 0
     assert "no reachable cluster in the kubectl context kind-ml-api: create one with 'make up'" in result.stdout
     assert _calls(tmp_path) == ["kubectl version --context kind-ml-api --request-timeout=5s"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH (apt-get install prometheus)")
+def test_alerts_test_renders_the_chart_rules_then_runs_the_unit_tests(tmp_path: Path) -> None:
+    # The real target with the real helm and promtool (venv prerequisite skipped: this interpreter).
+    helm = ROOT / ".tools" / "bin" / "helm"
+    if not helm.is_file():
+        pytest.skip("helm not installed (make tools)")
+    rendered = ROOT / "build" / "alerts" / "ml-api-rules.yaml"
+    rendered.unlink(missing_ok=True)
+    result = subprocess.run(
+        [shutil.which("make") or "make", "--no-print-directory", "-o", "venv", "alerts-test", f"PY={sys.executable}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == 3  # source rules, rendered rules, unit tests
+    rules = [r for g in yaml.safe_load(rendered.read_text())["groups"] for r in g["rules"]]
+    (pods_not_ready,) = [r for r in rules if r.get("alert") == "MlApiPodsNotReady"]
+    assert 'owner_name="ml-api"' in pods_not_ready["expr"]
