@@ -24,6 +24,13 @@ NODEPORT_URL = "http://127.0.0.1:30800"
 SERVICE_PORT = 8000
 
 
+def server_selector(release: str) -> str:
+    """Label selector of a release's API server pods: the chart's Deployment selector
+    (ml-api.selectorLabels). The release's other pods, the `helm test` pod kept after its run and the
+    development Redis, carry app.kubernetes.io/instance as well."""
+    return f"app.kubernetes.io/name=ml-api,app.kubernetes.io/instance={release},app.kubernetes.io/component=server"
+
+
 def _env(**extra: str) -> dict[str, str]:
     # Same PATH precedence as cluster.sh: the pinned helm/kubectl from `make tools` first.
     env = {**os.environ, "PATH": f"{TOOLS_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -181,8 +188,14 @@ class KindCluster:
         return json.loads(self.kubectl("get", *args, *ns, "-o", "json").stdout)
 
     def pods(self, release: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
-        selector = f"app.kubernetes.io/instance={release or self.release}"
+        """The release's API server pods, terminating ones included."""
+        selector = server_selector(release or self.release)
         return list(self.get_json("pods", "-l", selector, namespace=namespace)["items"])
+
+    def serving_pods(self, release: str | None = None, namespace: str | None = None) -> set[str]:
+        """Names of the release's API server pods that are not being deleted."""
+        pods = self.pods(release, namespace)
+        return {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
 
     def logs(self, tail: int = 200) -> str:
         proc = self.kubectl(

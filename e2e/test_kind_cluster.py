@@ -91,22 +91,27 @@ def test_helm_test_passes(kind_cluster: KindCluster) -> None:
 def test_rolling_helm_upgrade_under_load_loses_no_request(
     kind_cluster: KindCluster, digit_sample: list[tuple[bytes, int]]
 ) -> None:
-    before = {p["metadata"]["name"] for p in kind_cluster.pods()}
+    before = kind_cluster.serving_pods()
+    assert len(before) == 2, before
     with Load(digit_sample[0][0]) as load:
         time.sleep(5)  # load is flowing before the rollout starts
         # A changed pod annotation is the smallest change that makes Kubernetes replace every pod.
         kind_cluster.install(extra=["--set", f"podAnnotations.e2e-rollout={secrets.token_hex(4)}"])
         kind_cluster.kubectl("-n", kind_cluster.namespace, "rollout", "status", "deployment/ml-api", "--timeout=300s")
         time.sleep(5)  # and still flowing once the old pods are gone
-    after = {p["metadata"]["name"] for p in kind_cluster.pods() if not p["metadata"].get("deletionTimestamp")}
-    assert before.isdisjoint(after), "the upgrade did not replace the pods"
+    after = kind_cluster.serving_pods()
+    assert len(after) == 2 and before.isdisjoint(after), f"the upgrade did not replace the pods: {before} -> {after}"
     assert load.outcomes["200"] >= 50, load.outcomes
     assert set(load.outcomes) == {"200"}, (load.outcomes, load.failures[:10])
 
 
 def test_gpu_install_stays_pending_off_gpu_nodes_then_lands_on_the_gpu_worker(kind_cluster: KindCluster) -> None:
-    if _gpu_advertised(kind_cluster):  # left over from an interrupted run
+    # Left over from an interrupted run: the advertised capacity, and a release whose pod already
+    # runs on the GPU worker (withdrawing capacity does not evict it) or whose namespace is still
+    # terminating (helm's --create-namespace would fail on it).
+    if _gpu_advertised(kind_cluster):
         kind_cluster.script("gpu-capacity", "remove", timeout_s=60)
+    _remove_gpu_release(kind_cluster, wait=True)
     try:
         # Its own release and namespace (and a ClusterIP Service: the NodePort belongs to the main one).
         kind_cluster.install(
@@ -141,10 +146,17 @@ def test_gpu_install_stays_pending_off_gpu_nodes_then_lands_on_the_gpu_worker(ki
 
         assert wait_for(scheduled_node, 120, what="the GPU pod to be scheduled") == gpu_node == "ml-api-worker2"
     finally:
-        kind_cluster.helm("uninstall", GPU_RELEASE, "--namespace", GPU_NAMESPACE, "--wait", check=False)
-        kind_cluster.kubectl("delete", "namespace", GPU_NAMESPACE, "--wait=false", check=False)
+        _remove_gpu_release(kind_cluster, wait=False)
         if _gpu_advertised(kind_cluster):
             kind_cluster.script("gpu-capacity", "remove", timeout_s=60)
+
+
+def _remove_gpu_release(cluster: KindCluster, wait: bool) -> None:
+    cluster.helm("uninstall", GPU_RELEASE, "--namespace", GPU_NAMESPACE, "--wait", "--ignore-not-found", check=False)
+    cluster.kubectl(
+        "delete", "namespace", GPU_NAMESPACE, "--ignore-not-found", f"--wait={str(wait).lower()}", "--timeout=180s",
+        timeout_s=240, check=False,
+    )  # fmt: skip
 
 
 def _gpu_advertised(cluster: KindCluster) -> bool:
@@ -157,6 +169,8 @@ def test_hpa_scales_out_under_load_and_back_in(
 ) -> None:
     kind_cluster.script("metrics-server", timeout_s=600)
     try:
+        # The chart stops rendering spec.replicas; Helm was the field's only manager, so the API
+        # server resets it to 1, which is also this HPA's minReplicas.
         kind_cluster.install("k8s/e2e/values-hpa.yaml")
 
         def hpa_status() -> dict[str, Any]:
@@ -174,11 +188,16 @@ def test_hpa_scales_out_under_load_and_back_in(
         wait_for(
             lambda: deployment(kind_cluster)["status"].get("replicas") == 1, 180, interval_s=5, what="one pod left"
         )
+        # Autoscaling off again: the HPA's writes made kube-controller-manager the owner of
+        # .spec.replicas; the upgrade takes it back (--force-conflicts) instead of failing on it.
+        kind_cluster.install()
+        assert deployment(kind_cluster)["spec"]["replicas"] == 2
+        assert not kind_cluster.get_json("hpa")["items"]
     finally:
         kind_cluster.install()
 
 
-def test_observability_servicemonitor_target_is_up_and_a_trace_reaches_the_collector(
+def test_observability_servicemonitor_target_is_up_a_trace_reaches_tempo_and_becomes_span_metrics(
     kind_cluster: KindCluster, digit_sample: list[tuple[bytes, int]]
 ) -> None:
     kind_cluster.script("observability", timeout_s=1800)
@@ -218,5 +237,15 @@ def test_observability_servicemonitor_target_is_up_and_a_trace_reaches_the_colle
                 return httpx.get(f"{tempo.base_url}/api/traces/{trace_id}", timeout=10).status_code == 200
 
             wait_for(trace_found, 180, interval_s=5, what=f"trace {trace_id} in Tempo via the OTel collector")
+        # Tempo's metrics generator (span-metrics processor, k8s/observability/tempo.yaml) remote-writes
+        # RED metrics of those spans into Prometheus, under the service name the chart sets.
+        with forwarded(kind_cluster.port_forward("kps-prometheus", "monitoring", 9090)) as prom:
+
+            def span_metrics() -> list[dict[str, Any]]:
+                query = 'sum by (service) (traces_spanmetrics_calls_total{service="ml-api"})'
+                resp = httpx.get(f"{prom.base_url}/api/v1/query", params={"query": query}, timeout=10)
+                return list(resp.json()["data"]["result"])
+
+            wait_for(span_metrics, 300, interval_s=10, what="span metrics from Tempo's metrics generator")
     finally:
         kind_cluster.install()

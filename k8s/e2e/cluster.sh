@@ -101,6 +101,15 @@ ensure_cluster() {
   fi
 }
 
+# Helm 4 applies server-side. The chart leaves spec.replicas out whenever an HPA or KEDA owns it, so
+# another manager only ever holds a field the chart sets on purpose: after an HPA was switched off,
+# or after `kubectl scale`, kube-controller-manager (or kubectl) owns .spec.replicas and a plain
+# server-side upgrade stops with a conflict. --force-conflicts gives such fields back to the chart
+# (replicaCount), as Helm 3's client-side three-way merge did. `true` rather than Helm's default
+# `auto` (the previous release's method), so a release first installed client-side behaves the same.
+# skaffold.yaml passes the same flags to its helm install/upgrade.
+HELM_APPLY=(--server-side=true --force-conflicts)
+
 # install [VALUES_FILE...] [-- EXTRA_HELM_ARGS...]; HELM_WAIT=0 returns without waiting for readiness
 # (the GPU test wants to watch a pod that cannot be scheduled yet).
 install() {
@@ -113,12 +122,41 @@ install() {
   run helm upgrade --install "$RELEASE" "$CHART" --kube-context "$CONTEXT" \
     --namespace "$NAMESPACE" --create-namespace "${values[@]}" \
     --set "image.repository=$(image_repo)" --set "image.tag=$(image_tag)" \
-    "${wait[@]}" "${extra[@]}"
+    "${HELM_APPLY[@]}" "${wait[@]}" "${extra[@]}"
 }
 
 port_forward_cmd() {
   printf 'kubectl --context %s -n %s port-forward svc/%s %s:8000 --address 127.0.0.1' \
     "$CONTEXT" "$NAMESPACE" "$RELEASE" "$LOCAL_PORT"
+}
+
+# The releases `make observability` installs: name, namespace, chart version variable there.
+OBS_RELEASES=(
+  "metrics-server kube-system METRICS_SERVER_VERSION"
+  "kube-prometheus-stack monitoring KPS_VERSION"
+  "tempo monitoring TEMPO_VERSION"
+  "loki monitoring LOKI_VERSION"
+  "otel-collector monitoring OTEL_COLLECTOR_VERSION"
+  "prometheus-adapter monitoring ADAPTER_VERSION"
+)
+
+# Print the releases of the stack not deployed at their pinned chart version (read-only helm
+# calls; a dry run prints each call on fd 3 and reports every release as missing).
+observability_missing() {
+  local entry name namespace variable version meta
+  for entry in "${OBS_RELEASES[@]}"; do
+    read -r name namespace variable <<<"$entry"
+    version=$(sed -n "s/^$variable := *//p" mk/observability.mk)
+    if [[ -n $DRY ]]; then
+      run helm get metadata "$name" --namespace "$namespace" --kube-context "$CONTEXT" >&3
+      echo "$name"
+      continue
+    fi
+    meta=$(helm get metadata "$name" --namespace "$namespace" --kube-context "$CONTEXT" 2>/dev/null) || meta=
+    if ! grep -qx "VERSION: $version" <<<"$meta" || ! grep -qx "STATUS: deployed" <<<"$meta"; then
+      echo "$name"
+    fi
+  done
 }
 
 gpu_node() {
@@ -171,7 +209,13 @@ case $cmd in
     need docker kind kubectl helm skaffold
     ensure_cluster
     args=(skaffold dev --kube-context "$CONTEXT" --port-forward=user)
-    [[ -n ${PROFILES:-} ]] && args+=(--profile "$PROFILES")
+    profiles=${PROFILES:-}
+    # skaffold.yaml builds with --provenance=false (kind load fails on attestation manifests); a
+    # docker without buildx rejects that flag.
+    if ! docker build --help 2>/dev/null | grep -q -e '--provenance'; then
+      profiles=${profiles:+$profiles,}docker-without-buildx
+    fi
+    [[ -n $profiles ]] && args+=(--profile "$profiles")
     run "${args[@]}"
     ;;
   port-forward)
@@ -193,11 +237,19 @@ case $cmd in
       -f k8s/observability/metrics-server.yaml --wait --timeout "$HELM_TIMEOUT"
     ;;
   observability)
-    # The stack of k8s/observability/ (pinned in mk/observability.mk), installed by `make observability`
-    # into the current context: point it at the kind cluster first.
+    # The stack of k8s/observability/ (pinned in mk/observability.mk), installed by
+    # `make observability` into the kind context (never switching the user's current context), and
+    # only when a release is missing or not at its pinned chart version: skaffold runs this before
+    # every redeploy. `make observability KUBE_CONTEXT=...` re-applies changed values.
     need kubectl helm
-    run kubectl config use-context "$CONTEXT"
-    run "$MAKE" --no-print-directory observability
+    # fd 3: the dry run's printed helm calls bypass the capture.
+    { stale=$(observability_missing); } 3>&1
+    if [[ -z $stale ]]; then
+      echo "observability stack already deployed in $CONTEXT at the pinned chart versions"
+    else
+      [[ -n $DRY ]] && echo "# only when one of the releases above is missing or at another chart version:"
+      run "$MAKE" --no-print-directory observability KUBE_CONTEXT="$CONTEXT"
+    fi
     ;;
   e2e)
     targets=${E2E_TARGETS:-kind}

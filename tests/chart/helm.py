@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -149,3 +150,48 @@ def main_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     deploy = one(docs, "Deployment", FULLNAME)
     (c,) = [c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == "ml-api"]
     return c
+
+
+def deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Deployment", FULLNAME)
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The server Deployment's pod spec."""
+    return deployment(docs)["spec"]["template"]["spec"]
+
+
+def configmap_data(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return one(docs, "ConfigMap", FULLNAME)["data"]
+
+
+def checksum(docs: list[dict[str, Any]]) -> str:
+    return deployment(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+# Stand-ins for the existing Secrets and downward-API fields the kubelet would resolve.
+SECRETS = {
+    ("ml-api-keys", "api-keys"): '["chart-test-key"]',
+    ("ml-api-redis", "redis-url"): "redis://127.0.0.1:6379/0",
+}
+FIELDS = {"metadata.name": f"{FULLNAME}-abc12-xyz34", "metadata.namespace": "ml"}
+
+
+def container_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The env the kubelet would build: envFrom ConfigMap first, then env entries with $(VAR) expansion."""
+    c = main_container(docs)
+    env: dict[str, str] = {}
+    for source in c.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        env.update(one(docs, "ConfigMap", name)["data"])
+    for entry in c.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), entry["value"]
+            )
+        elif "secretKeyRef" in entry["valueFrom"]:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = SECRETS[(ref["name"], ref["key"])]
+        else:
+            env[entry["name"]] = FIELDS[entry["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env

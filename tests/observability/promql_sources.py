@@ -37,7 +37,8 @@ KUBERNETES_ONLY_METRICS = frozenset(
         "kube_horizontalpodautoscaler_spec_max_replicas",
         "kube_horizontalpodautoscaler_spec_target_metric",
         "kube_pod_container_resource_limits",
-        "kube_pod_labels",
+        "kube_pod_owner",
+        "kube_replicaset_owner",
         "kube_pod_status_ready",
         "kube_pod_status_phase",
         # kubelet cAdvisor
@@ -51,6 +52,13 @@ KUBERNETES_ONLY_METRICS = frozenset(
         "DCGM_FI_DEV_FB_FREE",
     }
 )
+
+# Service metrics the dashboards and alerts read that this branch's service does not export yet,
+# with the reason: expected empty in the live test like Kubernetes-only series. The live test fails
+# once the service exports one, so its entry is removed then.
+PENDING_SERVICE_METRICS: dict[str, str] = {
+    "ml_api_device_fallback": "service side lands separately",
+}
 
 PROMQL_KEYWORDS = frozenset(
     {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}

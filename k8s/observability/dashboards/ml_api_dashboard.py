@@ -392,6 +392,18 @@ def _resource_panels() -> list[Any]:
             ],
             unit="percentunit",
         ),
+        # Outside the collapsed GPU row: it matters exactly where the GPU exporter shows nothing.
+        stat.Panel()
+        .title("GPU fallback (serving on CPU)")
+        .description(
+            "1 for a pod configured for the GPU (ML_API_DEVICE=cuda) that found no usable GPU and serves on "
+            "the CPU (ml_api_device_fallback, alert MlApiGpuFallback); 0 for pods on their configured device."
+        )
+        .datasource(DS)
+        .height(8)
+        .span(12)
+        .no_value("No pod reports its device")
+        .with_target(_target(f"max by (namespace, pod) (ml_api_device_fallback{{{SVC}}})", "{{pod}}", "A").instant()),
     ]
 
 

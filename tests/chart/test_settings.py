@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from service.settings import Settings
 from tests.chart.helm import (
     CHART,
-    FULLNAME,
     NAMESPACE,
     RELEASE,
+    SECRETS,
     CaseDocs,
     ci_cases,
+    container_env,
     env_of,
     main_container,
     one,
@@ -29,33 +28,6 @@ from tests.chart.helm import (
 from tests.conftest import live_server
 
 pytestmark = pytest.mark.helm
-
-# Stand-ins for the existing Secrets and downward-API fields the kubelet would resolve.
-SECRETS = {
-    ("ml-api-keys", "api-keys"): '["chart-test-key"]',
-    ("ml-api-redis", "redis-url"): "redis://127.0.0.1:6379/0",
-}
-FIELDS = {"metadata.name": f"{FULLNAME}-abc12-xyz34", "metadata.namespace": "ml"}
-
-
-def container_env(docs: list[dict[str, Any]]) -> dict[str, str]:
-    """The env the kubelet would build: envFrom ConfigMap first, then env entries with $(VAR) expansion."""
-    c = main_container(docs)
-    env: dict[str, str] = {}
-    for source in c.get("envFrom", []):
-        name = source["configMapRef"]["name"]
-        env.update(one(docs, "ConfigMap", name)["data"])
-    for entry in c.get("env", []):
-        if "value" in entry:
-            env[entry["name"]] = re.sub(
-                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), entry["value"]
-            )
-        elif "secretKeyRef" in entry["valueFrom"]:
-            ref = entry["valueFrom"]["secretKeyRef"]
-            env[entry["name"]] = SECRETS[(ref["name"], ref["key"])]
-        else:
-            env[entry["name"]] = FIELDS[entry["valueFrom"]["fieldRef"]["fieldPath"]]
-    return env
 
 
 @pytest.mark.parametrize("case", list(ci_cases()))

@@ -10,9 +10,11 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.observability.promql_sources import ROOT
 
@@ -98,3 +100,59 @@ def test_grafana_prints_the_login_and_port_forwards(tmp_path: Path) -> None:
     assert "Grafana: http://127.0.0.1:3999  user: admin  password: s3cret" in result.stdout
     assert "http://127.0.0.1:3999/d/ml-api-overview" in result.stdout
     assert "kubectl -n monitoring port-forward svc/grafana 3999:80" in _calls(tmp_path)
+
+
+def test_observability_with_kube_context_targets_it_in_every_cluster_call(tmp_path: Path) -> None:
+    # k8s/e2e/cluster.sh (skaffold's pre-deploy hook) passes the kind context instead of switching
+    # the user's current one.
+    helm = _tool(tmp_path, "helm", "exit 0")
+    kubectl = _tool(tmp_path, "kubectl", "exit 0")
+    result = _make("observability", tmp_path, HELM=str(helm), KUBECTL=str(kubectl), KUBE_CONTEXT="kind-ml-api")
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = _calls(tmp_path)
+    cluster_calls = [c.split() for c in calls if not c.startswith("helm repo")]
+    assert len([c for c in cluster_calls if c[:3] == ["helm", "upgrade", "--install"]]) == 6
+    for call in cluster_calls:
+        flag = "--kube-context" if call[0] == "helm" else "--context"
+        assert call[call.index(flag) + 1] == "kind-ml-api", call
+    assert not [c for c in calls if c.startswith("kubectl config")]
+
+
+def test_without_kube_context_make_observability_uses_the_current_context(tmp_path: Path) -> None:
+    helm = _tool(tmp_path, "helm", "exit 0")
+    kubectl = _tool(tmp_path, "kubectl", "exit 0")
+    result = _make("observability", tmp_path, HELM=str(helm), KUBECTL=str(kubectl))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not [c for c in _calls(tmp_path) if "--kube-context" in c or "--context" in c]
+
+
+def test_observability_names_the_unreachable_kube_context(tmp_path: Path) -> None:
+    helm = _tool(tmp_path, "helm", "exit 0")
+    kubectl = _tool(tmp_path, "kubectl", 'case "$1" in version) exit 1;; esac')
+    result = _make("observability", tmp_path, HELM=str(helm), KUBECTL=str(kubectl), KUBE_CONTEXT="kind-ml-api")
+    assert result.returncode != 0
+    assert "no reachable cluster in the kubectl context kind-ml-api: create one with 'make up'" in result.stdout
+    assert _calls(tmp_path) == ["kubectl version --context kind-ml-api --request-timeout=5s"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH (apt-get install prometheus)")
+def test_alerts_test_renders_the_chart_rules_then_runs_the_unit_tests(tmp_path: Path) -> None:
+    # The real target with the real helm and promtool (venv prerequisite skipped: this interpreter).
+    helm = ROOT / ".tools" / "bin" / "helm"
+    if not helm.is_file():
+        pytest.skip("helm not installed (make tools)")
+    rendered = ROOT / "build" / "alerts" / "ml-api-rules.yaml"
+    rendered.unlink(missing_ok=True)
+    result = subprocess.run(
+        [shutil.which("make") or "make", "--no-print-directory", "-o", "venv", "alerts-test", f"PY={sys.executable}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == 3  # source rules, rendered rules, unit tests
+    rules = [r for g in yaml.safe_load(rendered.read_text())["groups"] for r in g["rules"]]
+    (pods_not_ready,) = [r for r in rules if r.get("alert") == "MlApiPodsNotReady"]
+    assert 'owner_name="ml-api"' in pods_not_ready["expr"]

@@ -133,6 +133,7 @@ def test_issue_panels_are_present(overview: dict[str, Any]) -> None:
         "CPU usage per pod",
         "Memory working set per pod",
         "CPU throttling",
+        "GPU fallback (serving on CPU)",
         "GPU utilisation",
         "GPU memory used",
     ):
