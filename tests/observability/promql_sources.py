@@ -53,12 +53,6 @@ KUBERNETES_ONLY_METRICS = frozenset(
     }
 )
 
-# Service metrics the dashboards and alerts read that this branch's service does not export yet,
-# with the reason: expected empty in the live test like Kubernetes-only series. The live test fails
-# once the service exports one, so its entry is removed then.
-PENDING_SERVICE_METRICS: dict[str, str] = {
-    "ml_api_device_fallback": "service side lands separately",
-}
 
 PROMQL_KEYWORDS = frozenset(
     {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}

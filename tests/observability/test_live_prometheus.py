@@ -40,7 +40,6 @@ from service.training.digits_data import digit_png, load_split
 from tests.observability.promql_sources import (
     ALERTS_FILE,
     KUBERNETES_ONLY_METRICS,
-    PENDING_SERVICE_METRICS,
     ROOT,
     Expression,
     adapter_expressions,
@@ -329,11 +328,11 @@ class Evaluation:
 
 def _evaluate(stack: Stack, expression: Expression, promql: str, variables: str, recorded: set[str]) -> Evaluation:
     names = metric_names(promql)
-    unknown = names - stack.service_metric_names - recorded - KUBERNETES_ONLY_METRICS - set(PENDING_SERVICE_METRICS)
+    unknown = names - stack.service_metric_names - recorded - KUBERNETES_ONLY_METRICS
     unknown -= {"up"}
     assert not unknown, (
         f"{expression.source}: reads {sorted(unknown)}, which the service does not expose and which is not a "
-        f"listed Kubernetes-only or pending series: {promql}"
+        f"listed Kubernetes-only series: {promql}"
     )
     body = stack.query(promql)
     result = body.get("data", {}).get("result", []) if body.get("status") == "success" else []
@@ -348,7 +347,7 @@ def _evaluate(stack: Stack, expression: Expression, promql: str, variables: str,
         error=body.get("error", ""),
         series=len(result),
         finite=sum(1 for v in values if math.isfinite(float(v))),
-        expected_empty=bool(names & (KUBERNETES_ONLY_METRICS | set(PENDING_SERVICE_METRICS))),
+        expected_empty=bool(names & KUBERNETES_ONLY_METRICS),
     )
 
 
@@ -386,15 +385,9 @@ def evaluations(stack: Stack, pytestconfig: pytest.Config) -> list[Evaluation]:
         f"{len(rule_expressions())} rules, {len(adapter_expressions(matchers, 'pod'))} adapter queries); "
         f"returned data: {with_data}; expected empty (Kubernetes-only series): "
         f"{sum(1 for e in out if e.expected_empty and metric_names(e.promql) & KUBERNETES_ONLY_METRICS)}; "
-        f"expected empty (pending service metrics): "
-        f"{sum(1 for e in out if metric_names(e.promql) & set(PENDING_SERVICE_METRICS))}; alerts not firing: "
+        f"alerts not firing: "
         f"{sum(1 for e in out if e.expression.kind == 'alert' and not e.series)}"
     ]
-    if PENDING_SERVICE_METRICS:
-        lines.append(
-            "pending service metrics: "
-            + ", ".join(f"{name} ({reason})" for name, reason in sorted(PENDING_SERVICE_METRICS.items()))
-        )
     report = "\n".join(lines)
     (stack.log_dir / "promql-report.txt").write_text(
         report
@@ -454,18 +447,6 @@ def test_dashboard_panels_show_numbers_not_nan(evaluations: list[Evaluation]) ->
     assert not nan_only, "panel queries returning only NaN:\n" + "\n".join(nan_only)
 
 
-def test_pending_service_metrics_are_used_and_still_not_exported(stack: Stack, evaluations: list[Evaluation]) -> None:
-    used = {name for e in evaluations for name in metric_names(e.promql)}
-    assert set(PENDING_SERVICE_METRICS) <= used, "a pending metric no dashboard or rule reads: drop it"
-    exported = set(PENDING_SERVICE_METRICS) & stack.service_metric_names
-    assert not exported, (
-        f"the service exports {sorted(exported)} now: remove it from PENDING_SERVICE_METRICS "
-        "(tests/observability/promql_sources.py) so its queries must return data"
-    )
-    pending = [e for e in evaluations if metric_names(e.promql) & set(PENDING_SERVICE_METRICS)]
-    assert pending and not [e.expression.source for e in pending if e.series]
-
-
 def test_kubernetes_only_expressions_are_listed_and_empty_here(evaluations: list[Evaluation]) -> None:
     k8s = [e for e in evaluations if e.expected_empty and metric_names(e.promql) & KUBERNETES_ONLY_METRICS]
     names = {name for e in k8s for name in metric_names(e.promql)} & KUBERNETES_ONLY_METRICS
@@ -487,7 +468,7 @@ def test_alerts_read_inputs_that_have_data(stack: Stack, evaluations: list[Evalu
     }
     missing = []
     for evaluation in alerts:
-        for name in metric_names(evaluation.promql) - KUBERNETES_ONLY_METRICS - set(PENDING_SERVICE_METRICS):
+        for name in metric_names(evaluation.promql) - KUBERNETES_ONLY_METRICS:
             assert name in recorded or name in stack.service_metric_names
             if not stack.query(name)["data"]["result"]:
                 missing.append(f"{evaluation.expression.source} reads {name}, which has no data")
