@@ -75,7 +75,33 @@ class Settings(BaseSettings):
     max_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
     request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30
     max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
-    max_image_pixels: Annotated[int, Field(ge=64)] = 25_000_000
+    max_image_pixels: Annotated[
+        int,
+        Field(
+            ge=64,
+            le=178_956_970,
+            description="Pixel budget of every image buffer, judged on the declared size before decoding and on the "
+            "resize target before preprocessing (413 PAYLOAD_TOO_LARGE). At most twice Pillow's MAX_IMAGE_PIXELS, "
+            "where Pillow's own guard refuses anyway.",
+        ),
+    ] = 25_000_000
+    max_image_aspect_ratio: Annotated[
+        float,
+        Field(
+            ge=1,
+            description="Longest side over shortest side above which an image is refused before decoding "
+            "(400 INVALID_IMAGE): a 1 x 65535 strip says nothing a classifier can read.",
+        ),
+    ] = 32.0
+    max_jpeg_scans: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=10_000,
+            description="Scans (SOS markers) a JPEG may have (400 INVALID_IMAGE); libjpeg spends a full pass "
+            "over the image per progressive scan, and ordinary files have at most about 20.",
+        ),
+    ] = 64
     max_batch_items: Annotated[int, Field(ge=1, le=1024)] = 32
     decode_threads: Annotated[int, Field(ge=1, le=64)] = 2
     # Nice increment of inference/decode threads so the event loop (health probes) preempts them.
@@ -88,7 +114,6 @@ class Settings(BaseSettings):
     url_fetch_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3
     url_fetch_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
     url_fetch_max_redirects: Annotated[int, Field(ge=0, le=10)] = 3
-
     # Operations
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -167,11 +167,17 @@ class InferencePipeline:
     def _decode_and_preprocess(self, data: bytes, pre: Preprocessing, ctx: otel_context.Context) -> torch.Tensor:
         with self._tracer.start_as_current_span("decode", context=ctx, attributes={"ml_api.image_bytes": len(data)}):
             started = time.monotonic()
-            image = decode_image(data, max_pixels=self.settings.max_image_pixels, draft_size=pre.draft_size)
+            image = decode_image(
+                data,
+                max_pixels=self.settings.max_image_pixels,
+                draft_size=pre.draft_size,
+                max_aspect_ratio=self.settings.max_image_aspect_ratio,
+                max_jpeg_scans=self.settings.max_jpeg_scans,
+            )
             if self._observer is not None:
                 self._observer.image_decoded(time.monotonic() - started)
         with self._tracer.start_as_current_span("preprocess", context=ctx):
-            return pre.to_uint8_tensor(image)
+            return pre.to_uint8_tensor(image, max_pixels=self.settings.max_image_pixels)
 
     def close(self) -> None:
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
