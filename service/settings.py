@@ -114,6 +114,28 @@ class Settings(BaseSettings):
     url_fetch_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3
     url_fetch_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
     url_fetch_max_redirects: Annotated[int, Field(ge=0, le=10)] = 3
+    url_fetch_max_url_length: Annotated[
+        int,
+        Field(
+            ge=64,
+            le=65_536,
+            description="Longest image URL, redirect targets included (403 URL_NOT_ALLOWED).",
+        ),
+    ] = 4096
+    url_fetch_dns_timeout_s: Annotated[
+        float,
+        Field(gt=0, le=60, description="Timeout of one host name lookup (400 IMAGE_FETCH_FAILED)."),
+    ] = 3
+    url_fetch_dns_threads: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=64,
+            description="Threads of the resolver's own pool: lookups never wait behind model loads in the "
+            "default executor, and a flood of slow lookups holds at most this many threads.",
+        ),
+    ] = 4
+
     # Operations
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "json"
