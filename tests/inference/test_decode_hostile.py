@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -164,3 +167,28 @@ def test_every_truncation_of_every_format_is_a_tensor_or_a_client_error(fmt: str
         except (InvalidImage, ImageTooLarge):
             continue
         assert tuple(tensor.shape) == (3, 224, 224)
+
+
+@pytest.mark.slow
+def test_the_fuzzer_runs_clean_for_a_bounded_time(tmp_path: Path) -> None:
+    pytest.importorskip("atheris")
+    seconds = int(os.environ.get("FUZZ_SECONDS_CI", "60"))
+    work, artifacts = tmp_path / "corpus", tmp_path / "artifacts"
+    work.mkdir()
+    artifacts.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "fuzz.decode_fuzz",
+        str(work),
+        str(ROOT / "fuzz" / "corpus"),
+        f"-max_total_time={seconds}",
+        "-rss_limit_mb=2048",
+        "-timeout=20",
+        f"-artifact_prefix={artifacts}/",
+        "-print_final_stats=1",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 180, check=False)
+    found = sorted(p.name for p in artifacts.iterdir())
+    assert (done.returncode, found) == (0, []), done.stderr[-4000:]
+    assert "Done " in done.stderr
