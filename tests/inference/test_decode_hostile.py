@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import httpx
 import pytest
 import torch
 from PIL import GifImagePlugin, Image, TiffImagePlugin, WebPImagePlugin
@@ -55,6 +56,20 @@ def test_hostile_sample_gives_its_expected_outcome(name: str) -> None:
     else:
         with pytest.raises(OUTCOMES[expected["outcome"]], match=expected["match"]):
             run()
+
+
+_STATUS = {"ok": (200, None), "InvalidImage": (400, "INVALID_IMAGE"), "ImageTooLarge": (413, "PAYLOAD_TOO_LARGE")}
+
+
+@pytest.mark.anyio
+async def test_every_hostile_sample_gets_its_contract_status_from_predict(client: httpx.AsyncClient) -> None:
+    for name, expected in sorted(EXPECTED.items()):
+        data = (HOSTILE / name).read_bytes()
+        response = await client.post("/api/v1/predict/upload", content=data, headers={"content-type": "image/png"})
+        status, code = _STATUS[expected["outcome"]]
+        assert response.status_code == status, (name, response.text)
+        if code is not None:
+            assert response.json()["error"] == code, name
 
 
 @pytest.mark.parametrize(
