@@ -21,10 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
+from service.app import create_app
 from service.dns import IPAddress, Resolver
 from service.fetch import ImageFetcher, a_label_host, address_allowed
 from service.inference.errors import ImageFetchFailed, ImageTooLarge, UrlNotAllowed
-from tests.conftest import make_settings
+from tests.conftest import make_settings, running_app
 from tests.imagehost import image_host
 
 pytestmark = pytest.mark.anyio
@@ -361,6 +362,23 @@ async def test_a_redirect_to_a_hostile_location_is_checked_like_the_first_url() 
             with pytest.raises(UrlNotAllowed):
                 await fetcher.fetch(f"{base}{path}")
     await fetcher.aclose()
+
+
+async def test_predict_answers_hostile_urls_with_their_contract_errors(gzip_bomb: bytes) -> None:
+    settings = make_settings(url_fetch_allowed_networks=LOOPBACK, url_fetch_max_bytes=1 << 20)
+    routes = {"/bomb.png": (200, {"Content-Type": "image/png", "Content-Encoding": "gzip, gzip"}, gzip_bomb)}
+    async with running_app(create_app(settings)) as client:
+        with image_host(routes) as base:
+            cases = [
+                (f"{base}/bomb.png", 400, "IMAGE_FETCH_FAILED"),
+                ("http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", 403, "URL_NOT_ALLOWED"),
+                ("http://[::7f00:1]/a.png", 403, "URL_NOT_ALLOWED"),
+                ("http://xn--zz/a.png", 403, "URL_NOT_ALLOWED"),  # was a 500 (IDNAError)
+                ("http://example.com/a b.png", 403, "URL_NOT_ALLOWED"),
+            ]
+            for url, status, code in cases:
+                response = await client.post("/api/v1/predict", json={"image_url": url})
+                assert (response.status_code, response.json()["error"]) == (status, code), url
 
 
 # --- DNS on its own bounded pool ----------------------------------------------------------------
