@@ -10,11 +10,13 @@ from service.settings import load_settings
 
 
 class ServiceWorker(UvicornWorker):
-    # X-Forwarded-For is honoured by the app's own trusted-proxy rule (ML_API_TRUSTED_PROXIES) only; uvicorn
-    # rewriting the client address first would let any local peer choose its rate-limit identity.
-    CONFIG_KWARGS: dict[str, Any] = {
-        **UvicornWorker.CONFIG_KWARGS,
-        "proxy_headers": False,
-        "server_header": False,
-        "limit_concurrency": load_settings().max_connections,
-    }
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # X-Forwarded-For is honoured by the app's own trusted-proxy rule (ML_API_TRUSTED_PROXIES) only;
+        # uvicorn rewriting the client address first would let any local peer choose its rate-limit identity.
+        self.CONFIG_KWARGS = {
+            **UvicornWorker.CONFIG_KWARGS,
+            "proxy_headers": False,
+            "server_header": False,
+            "limit_concurrency": load_settings().max_connections,
+        }
+        super().__init__(*args, **kwargs)

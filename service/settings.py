@@ -133,7 +133,22 @@ class Settings(BaseSettings):
         "503 (text/plain, before the app sees the request), so a flood of slow or idle connections cannot "
         "exhaust the process",
     )
-    max_image_pixels: Annotated[int, Field(ge=64)] = Field(25_000_000, description="decoded pixel cap (413)")
+    max_image_pixels: Annotated[int, Field(ge=64, le=178_956_970)] = Field(
+        25_000_000,
+        description="pixel budget of every image buffer, judged on the declared size before decoding and on the "
+        "resize target before preprocessing (413); at most twice Pillow's `MAX_IMAGE_PIXELS`, where Pillow's own "
+        "guard refuses anyway",
+    )
+    max_image_aspect_ratio: Annotated[float, Field(ge=1)] = Field(
+        32.0,
+        description="longest side over shortest side above which an image is refused before decoding (400 "
+        "INVALID_IMAGE): a 1 x 65535 strip says nothing a classifier can read",
+    )
+    max_jpeg_scans: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        64,
+        description="scans (SOS markers) a JPEG may have (400 INVALID_IMAGE); libjpeg spends a full pass over the "
+        "image per progressive scan, and ordinary files have at most about 20",
+    )
     max_batch_items: Annotated[int, Field(ge=1, le=1024)] = Field(32, description="images per batch/stream request")
     decode_threads: Annotated[int, Field(ge=1, le=64)] = Field(
         2, description="threads decoding and preprocessing images beside the event loop"
@@ -156,6 +171,17 @@ class Settings(BaseSettings):
     )
     url_fetch_max_redirects: Annotated[int, Field(ge=0, le=10)] = Field(
         3, description="redirects followed, each hop checked"
+    )
+    url_fetch_max_url_length: Annotated[int, Field(ge=64, le=65_536)] = Field(
+        4096, description="longest image URL, redirect targets included (403 URL_NOT_ALLOWED)"
+    )
+    url_fetch_dns_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        3, description="timeout of one host name lookup (400 IMAGE_FETCH_FAILED)"
+    )
+    url_fetch_dns_threads: Annotated[int, Field(ge=1, le=64)] = Field(
+        4,
+        description="threads of the resolver's own pool: lookups never wait behind model loads in the default "
+        "executor, and a flood of slow lookups holds at most this many threads",
     )
 
     # Operations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ import torch
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from service.errors import EmbeddingUnsupported, ServiceError, ShuttingDown
+from service.errors import EmbeddingUnsupported, Overloaded, ServiceError, ShuttingDown
 from service.inference.device import lower_thread_priority
 from service.inference.images import decode_image
 from service.inference.model import ItemResult
@@ -21,6 +22,8 @@ from service.inference.preprocess import Preprocessing
 from service.inference.registry import ModelRegistry
 from service.inference.results import Classification, Embedding
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class PipelineObserver(Protocol):
@@ -121,15 +124,26 @@ class InferencePipeline:
             return await loop.run_in_executor(self._decode_pool, self._decode_and_preprocess, data, pre, ctx)
         except ServiceError as exc:
             return exc
+        except MemoryError:
+            # Every buffer is within budget, so this is the process running short, not the image being
+            # hostile: that image comes back later, the rest of its batch goes on.
+            log.error("out of memory decoding an image of %d bytes", len(data))
+            return Overloaded("the server is short of memory; retry the image later")
 
     def _decode_and_preprocess(self, data: bytes, pre: Preprocessing, ctx: otel_context.Context) -> torch.Tensor:
         with self._tracer.start_as_current_span("decode", context=ctx, attributes={"ml_api.image_bytes": len(data)}):
             started = time.monotonic()
-            image = decode_image(data, max_pixels=self.settings.max_image_pixels, draft_size=pre.draft_size)
+            image = decode_image(
+                data,
+                max_pixels=self.settings.max_image_pixels,
+                draft_size=pre.draft_size,
+                max_aspect_ratio=self.settings.max_image_aspect_ratio,
+                max_jpeg_scans=self.settings.max_jpeg_scans,
+            )
             if self._observer is not None:
                 self._observer.image_decoded(time.monotonic() - started)
         with self._tracer.start_as_current_span("preprocess", context=ctx):
-            return pre.to_uint8_tensor(image)
+            return pre.to_uint8_tensor(image, max_pixels=self.settings.max_image_pixels)
 
     def close(self) -> None:
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
