@@ -8,18 +8,15 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
-import swagger_ui_bundle
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from service import __version__
+from service.api.docs_ui import install_docs
 from service.api.errors import install_error_handlers
 from service.api.inputs import ImageReader
 from service.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, DrainMiddleware, DrainState
@@ -101,7 +98,7 @@ def create_app(
     install_error_handlers(app)
     for router in (predict.router, jobs.router, models.router, health.router, health.health_router):
         app.include_router(router)
-    _install_docs(app)
+    install_docs(app)
 
     # add_middleware wraps outermost last; the OTel instrumentor wraps the whole stack. Outside in:
     # tracing -> request ID -> metrics -> access log -> drain -> CORS/rate limit/auth -> body cap -> routes.
@@ -124,21 +121,6 @@ def create_app(
         transformer=lambda value: value,
     )
     return app
-
-
-def _install_docs(app: FastAPI) -> None:
-    """Swagger UI from the packaged bundle, never a CDN: clusters are often air-gapped."""
-    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-static")
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
-            title="ml-api - Swagger UI",
-            swagger_js_url="/docs/static/swagger-ui-bundle.js",
-            swagger_css_url="/docs/static/swagger-ui.css",
-            swagger_favicon_url="/docs/static/favicon-32x32.png",
-        )
 
 
 def _drain_on_sigterm(drain: DrainState) -> Any:
