@@ -21,7 +21,7 @@ from service.api.errors import install_error_handlers
 from service.api.inputs import ImageReader
 from service.api.middleware import AccessLogMiddleware, BodyLimitMiddleware, DrainMiddleware, DrainState
 from service.api.request_id import is_valid_request_id, new_request_id
-from service.api.routes import health, jobs, models, predict
+from service.api.routes import health, jobs, models, page, predict
 from service.api.security import install_security
 from service.fetch import ImageFetcher
 from service.inference.device import configure_torch_threads
@@ -99,6 +99,7 @@ def create_app(
     for router in (predict.router, jobs.router, models.router, health.router, health.health_router):
         app.include_router(router)
     install_docs(app)
+    page.install_page(app, settings)
 
     # add_middleware wraps outermost last; the OTel instrumentor wraps the whole stack. Outside in:
     # tracing -> request ID -> metrics -> access log -> drain -> CORS/rate limit/auth -> body cap -> routes.

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     trusted_proxies: list[Network] = Field(default_factory=list)
     shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 20
     metrics_enabled: bool = True
+    ui_enabled: bool = Field(
+        default=True, description="serve the page at / for trying a model in a browser (off: / is a 404)"
+    )
 
     # Jobs
     jobs_backend: Literal["memory", "redis"] = "memory"

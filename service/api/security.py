@@ -20,10 +20,14 @@ from service.settings import Network, Settings
 
 # Probes and scrapers never need a key and are never rate limited.
 EXEMPT_PREFIXES = ("/health", "/metrics", "/docs", "/openapi.json")
+# The page at / and its assets load without a key; the API calls the page makes carry the key typed
+# into it. "/" is an exact path: as a prefix it would exempt everything.
+PAGE_PATHS = frozenset({"/"})
+PAGE_PREFIXES = ("/ui/",)
 
 
 def _exempt(path: str) -> bool:
-    return path.startswith(EXEMPT_PREFIXES)
+    return path.startswith(EXEMPT_PREFIXES + PAGE_PREFIXES) or path in PAGE_PATHS
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
