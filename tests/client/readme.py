@@ -13,12 +13,19 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 README = ROOT / "README.md"
+DEFAULT_URL_IN_DOCS = "http://127.0.0.1:8000"
 CLI_BLOCK = re.compile(r"<!-- e2e: cli-calls -->\s*\n```bash\n(.*?)\n```", re.S)
+PYTHON_BLOCK = re.compile(r"<!-- test: client-example -->\s*\n```python\n(.*?)\n```", re.S)
 DIGIT_LINE = re.compile(r"^echo '([A-Za-z0-9+/=]+)' \| base64 -d > digit3\.png$", re.M)
 
 
 def cli_block() -> str:
     [block] = CLI_BLOCK.findall(README.read_text())
+    return block
+
+
+def python_block() -> str:
+    [block] = PYTHON_BLOCK.findall(README.read_text())
     return block
 
 
