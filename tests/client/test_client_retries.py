@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from service.client import ApiError, AsyncMlApiClient, MlApiClient, MlApiTimeoutError
-from tests.client.helpers import Digit, access_lines, settle_access_lines
+from tests.client.helpers import Digit, settle_access_lines
 from tests.ops.servers import Server, server
 
 pytestmark = pytest.mark.slow
@@ -176,6 +176,7 @@ def test_a_429_is_retried_after_retry_after(jobs_full: Server, samples: tuple[Di
     with MlApiClient(jobs_full.base, retries=4) as client:
         labels = [client.predict(samples[i].png, request_id=f"limited-{i}").predictions[0].label for i in range(3)]
     assert labels == [samples[i].label for i in range(3)]
-    statuses = [line["status"] for line in access_lines(jobs_full, "limited-2")]
+    # Each line is written just after its response: wait for both.
+    statuses = [line["status"] for line in settle_access_lines(jobs_full, "limited-2", at_least=2, quiet_s=0.5)]
     # Two calls fit the window of 3 s; the third was refused with 429 and went through after waiting.
     assert statuses[0] == 429 and statuses[-1] == 200, statuses

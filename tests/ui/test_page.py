@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.client.helpers import Digit, digit_samples
+from tests.client.helpers import Digit, digit_samples, settle_access_lines
 from tests.imagehost import image_host
 from tests.ops.servers import Server, server
 from tests.ui.conftest import UI_API_KEY, PageLog, open_page, save_screenshot
@@ -113,7 +113,7 @@ def test_an_uploaded_digit_shows_its_label_bar_model_and_request_id(
     assert re.fullmatch(r"\d+\.\d ms", result.locator("dd.time").inner_text())
     request_id = result.locator("dd.request-id").inner_text()
     assert re.fullmatch(r"[0-9a-f-]{36}", request_id)
-    assert [line["status"] for line in page_server.access_lines(request_id)] == [200]
+    assert [line["status"] for line in settle_access_lines(page_server, request_id, quiet_s=0.2)] == [200]
     # One image: one multipart upload.
     [(method, url, headers)] = api_calls(log, page_server.base)[1:]
     assert (method, url.split("?")[0]) == ("POST", f"{page_server.base}/api/v1/predict/upload")
