@@ -102,7 +102,10 @@ RUN --mount=type=secret,id=ca \
     /opt/venv/bin/pip install "setuptools==${SETUPTOOLS_VERSION}"
 COPY pyproject.toml README.md /src/
 COPY service /src/service
+# Of the console scripts only `ml-api` is kept (`kubectl exec deploy/ml-api -- ml-api health`);
+# its shebang is /opt/venv/bin/python, the runtime's interpreter.
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation --target /opt/app /src \
+    && install -D -m 0755 /opt/app/bin/ml-api /opt/app-bin/ml-api \
     && rm -rf /opt/app/bin
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +140,7 @@ RUN groupadd --system --gid 10001 app \
 # dependencies change, the app (~1 MB) on every code change, the weights when they change.
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=app /opt/app /opt/venv/lib/python3.11/site-packages
+COPY --from=app /opt/app-bin/ml-api /opt/venv/bin/ml-api
 COPY --from=weights /opt/weights /opt/weights
 ENV HOME=/tmp \
     TORCH_HOME=/opt/weights \

@@ -245,6 +245,19 @@ def test_classifies_a_digit(server: RunningContainer) -> None:
     assert body["predictions"][0]["confidence"] > 0.5
 
 
+def test_the_ml_api_command_is_in_the_image(server: RunningContainer) -> None:
+    """`kubectl exec deploy/ml-api -- ml-api ...`: the console script, on PATH, against the pod itself."""
+    health = _exec(server, "ml-api", "health", "--json")
+    assert health.returncode == 0, health.stderr
+    assert json.loads(health.stdout)["status"] == "healthy"
+    png, label = digit_png(0)
+    script = f"open('/tmp/zero.png', 'wb').write(bytes.fromhex('{png.hex()}'))"
+    assert _exec(server, "python", "-c", script).returncode == 0
+    predicted = _exec(server, "ml-api", "predict", "/tmp/zero.png", "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["predictions"][0]["label"] == label
+
+
 def test_predictions_match_the_bundled_model_run_in_process(server: RunningContainer) -> None:
     """The image serves the same model, preprocessing and numerics as the source tree: the
     container's top-1 answers for 20 digits equal the in-process run's (right or wrong)."""

@@ -6,12 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import swagger_ui_bundle
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
@@ -19,12 +15,13 @@ from prometheus_client import CollectorRegistry
 
 from service import __version__
 from service.api.bodies import with_body_schemas
+from service.api.docs_ui import install_docs
 from service.api.errors import install_error_handlers
 from service.api.inputs import ImageInputs
 from service.api.main import include_routes
 from service.api.middleware import AccessLogMiddleware, BodyGuardMiddleware, DrainMiddleware
-from service.api.policy import RouteTable
 from service.api.request_id import is_valid_request_id, new_request_id
+from service.api.routes.page import install_page
 from service.api.security import install_security
 from service.dataplane.plane import DataPlane
 from service.dataplane.status import DrainState
@@ -96,7 +93,8 @@ def create_app(
     install_error_handlers(app)
     routes = include_routes(app)
     app.state.route_policies = routes
-    _install_docs(app, routes)
+    install_docs(app, routes)
+    install_page(app, settings, routes)
 
     # add_middleware wraps outermost last; the OTel instrumentor wraps the whole stack. Outside in:
     # tracing -> request ID -> metrics -> access log -> drain -> CORS/rate limit/auth -> body guard -> routes.
@@ -122,23 +120,6 @@ def create_app(
         transformer=lambda value: value,
     )
     return app
-
-
-def _install_docs(app: FastAPI, routes: RouteTable) -> None:
-    """Swagger UI from the packaged bundle, never a CDN: clusters are often air-gapped."""
-    routes.add_public_prefix(app.openapi_url or "/openapi.json")
-    routes.add_public_prefix("/docs")
-    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-static")
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
-            title="ml-api - Swagger UI",
-            swagger_js_url="/docs/static/swagger-ui-bundle.js",
-            swagger_css_url="/docs/static/swagger-ui.css",
-            swagger_favicon_url="/docs/static/favicon-32x32.png",
-        )
 
 
 __all__ = ["create_app"]

@@ -212,6 +212,7 @@ class Settings(BaseSettings):
         20, description="drain time after SIGTERM (gunicorn's `graceful_timeout` is this + 5 s)"
     )
     metrics_enabled: bool = Field(True, description="serve `/metrics` and record HTTP metrics")
+    ui_enabled: bool = Field(True, description="serve the page at / for trying a model in a browser (off: / is a 404)")
 
     # Jobs
     jobs_backend: Literal["memory", "redis"] = Field("memory", description="`memory` or `redis` (`docs/jobs.md`)")

@@ -115,6 +115,7 @@ def test_runtime_copies_only_the_venv_app_and_weights_from_build_stages() -> Non
     assert copies == [
         "--from=deps /opt/venv /opt/venv",
         "--from=app /opt/app /opt/venv/lib/python3.11/site-packages",
+        "--from=app /opt/app-bin/ml-api /opt/venv/bin/ml-api",
         "--from=weights /opt/weights /opt/weights",
     ]
 

@@ -61,6 +61,10 @@ class RouteTable:
                 regex, _format, _converters = compile_path(prefix + route.path)
                 self._entries.append((regex, route.policy))
 
+    def add_public_path(self, path: str) -> None:
+        """Exactly ``path`` is public (``/`` as a prefix would be everything)."""
+        self._entries.append((re.compile("^" + re.escape(path) + "$"), PUBLIC))
+
     def add_public_prefix(self, prefix: str) -> None:
         """Everything under ``prefix`` is public: assets and pages the app mounts outside any router."""
         self._entries.append((re.compile("^" + re.escape(prefix) + "(/.*)?$"), PUBLIC))

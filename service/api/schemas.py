@@ -118,7 +118,12 @@ class PredictionResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    error: ErrorCode = Field(description="machine-readable error code, e.g. INVALID_IMAGE")
+    # A plain string at run time, so a client built against this version still reads a newer server's
+    # codes; the documented schema lists every code this server sends.
+    error: str = Field(
+        description="machine-readable error code, e.g. INVALID_IMAGE",
+        json_schema_extra={"enum": [code.value for code in ErrorCode]},
+    )
     message: str
     path: str
     request_id: str

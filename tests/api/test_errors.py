@@ -273,7 +273,8 @@ async def test_the_openapi_error_docs_list_the_codes_of_each_status() -> None:
     assert embed["400"]["description"] == "INVALID_IMAGE, IMAGE_FETCH_FAILED, EMBEDDING_NOT_SUPPORTED"
     from service.errors import ErrorCode
 
-    assert schema["components"]["schemas"]["ErrorCode"]["enum"] == [code.value for code in ErrorCode]
+    error = schema["components"]["schemas"]["ErrorBody"]["properties"]["error"]
+    assert error["enum"] == [code.value for code in ErrorCode]
 
 
 def test_prediction_outcome_labels_come_from_the_error_codes() -> None:

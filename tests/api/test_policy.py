@@ -27,6 +27,9 @@ EXPECTED = {
     "/docs": RoutePolicy(public=True),
     "/docs/static/swagger-ui.css": RoutePolicy(public=True),
     "/openapi.json": RoutePolicy(public=True),
+    "/": RoutePolicy(public=True),
+    "/ui/app.js": RoutePolicy(public=True),
+    "//not-the-page": RoutePolicy("default"),
     "/api/v1/unknown": RoutePolicy("default"),
     "/not-a-route": RoutePolicy("default"),
 }
