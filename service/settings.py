@@ -31,6 +31,14 @@ class ModelSpec(BaseModel):
     resize_size: Annotated[int, Field(ge=8, le=4096)] | None = None
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    seed: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Seed of the random parameters when they are not loaded (pretrained false, or no weights): "
+            "every process and every restart serves the same network. Ignored when weights are loaded.",
+        ),
+    ] = 0
 
     @model_validator(mode="after")
     def _source_fields(self) -> ModelSpec:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -105,7 +106,9 @@ def build_network(spec: ModelSpec, weights_dir: str | None = None) -> tuple[nn.M
                 raise ModelLoadError(f"model {spec.name}: no weights metadata, so 'labels' is required")
             labels = _read_labels(spec.labels)
         try:
-            network = torchvision.models.get_model(spec.arch, weights=None, num_classes=len(labels))
+            network = _seeded(
+                spec.seed, lambda: torchvision.models.get_model(spec.arch, weights=None, num_classes=len(labels))
+            )
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from None
         if weights is not None and spec.pretrained:
@@ -126,6 +129,14 @@ def build_network(spec: ModelSpec, weights_dir: str | None = None) -> tuple[nn.M
         network = torchvision.models.get_model(spec.arch, weights=None, num_classes=len(labels))
         network.load_state_dict(_load_state_dict(path))
     return network, labels, _spec_preprocessing(spec)
+
+
+def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with the CPU generator seeded: parameters that are not loaded afterwards are the
+    same in every process. The global generator's state is restored, so nothing else sees the seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
 def _spec_preprocessing(spec: ModelSpec) -> Preprocessing:
