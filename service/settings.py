@@ -39,6 +39,30 @@ class ModelSpec(BaseModel):
             "every process and every restart serves the same network. Ignored when weights are loaded.",
         ),
     ] = 0
+    backend: Annotated[
+        Literal["torch", "onnxruntime", "openvino", "torch_compile"],
+        Field(
+            description="What runs the forward pass: torch eager (the reference), an ONNX export run by ONNX Runtime "
+            "or OpenVINO, or torch.compile (inductor). Anything but torch must pass the equivalence gate at load; "
+            "setting it back to torch is the rollback.",
+        ),
+    ] = "torch"
+    backend_fallback: Annotated[
+        bool,
+        Field(
+            description="When the backend cannot be loaded or fails the equivalence gate, serve torch eager (and log "
+            "an error) instead of failing the model version.",
+        ),
+    ] = False
+    backend_tolerance: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=1,
+            description="Largest absolute difference from torch eager allowed in any logit or feature by the "
+            "equivalence gate; unset = the backend's default (1e-3 for fp32, see docs/backends.md).",
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _source_fields(self) -> ModelSpec:
@@ -72,6 +96,14 @@ class Settings(BaseSettings):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     weights_dir: str | None = None
     warmup: bool = True
+    backend_cache_dir: Annotated[
+        str,
+        Field(
+            description="Where ONNX exports for the onnxruntime and openvino backends are cached, keyed by weights, "
+            "spec and library versions; /tmp because it is the container's only writable path. Unwritable: "
+            "each load exports afresh.",
+        ),
+    ] = "/tmp/ml-api-backends"
 
     # Server
     host: str = "0.0.0.0"

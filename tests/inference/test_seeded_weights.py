@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from service.inference.sources import build_network
@@ -59,6 +60,7 @@ print(digest.hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_another_process_builds_the_same_random_network() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     digests = {
