@@ -170,6 +170,7 @@ class ModelRegistry:
                     weights_dir=self.settings.weights_dir,
                     backend_cache_dir=self.settings.backend_cache_dir,
                     max_batch_size=self.settings.max_batch_size,
+                    niceness=self.settings.worker_niceness,
                 )
             except Exception as exc:
                 entry.state, entry.error = LoadState.FAILED, str(exc)

@@ -171,12 +171,14 @@ def load_model(
     backend_cache_dir: str | None = None,
     threads: int | None = None,
     max_batch_size: int = 16,
+    niceness: int = 0,
 ) -> LoadedModel:
     """Build the network of ``spec`` and the backend that runs it (``spec.backend``, gated).
 
     ``backend_cache_dir``: where ONNX exports are cached (None: not cached). ``threads``: intra-op
     threads of a non-torch backend (None: torch's, which the app set from the CPU budget).
-    ``max_batch_size``: the largest batch torch_compile is warmed up for.
+    ``max_batch_size``: the largest batch torch_compile is warmed up for. ``niceness``: the
+    inference threads' nice increment, which the thread pools of onnxruntime/openvino get too.
     """
     network, labels, pre = build_network(spec, weights_dir)
     network.eval()
@@ -200,6 +202,7 @@ def load_model(
             cache_dir=backend_cache_dir,
             tolerance=spec.backend_tolerance,
             max_batch_size=max_batch_size,
+            niceness=niceness,
             spec=spec.model_dump(include={"source", "arch", "weights", "pretrained", "seed", "format"}),
         )
     except BackendError as exc:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -147,3 +150,24 @@ async def test_the_service_serves_through_a_backend_and_caches_its_export_where_
     assert [p["class_id"] for p in served] == [p.class_id for p in expected.predictions]
     assert [p["confidence"] for p in served] == pytest.approx([p.confidence for p in expected.predictions], abs=1e-5)
     assert [p.name.split("-")[0] for p in _entries(tmp_path)] == ["onnxruntime"]
+
+
+def _thread_nice_values() -> dict[int, int]:
+    values = {}
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            values[int(tid)] = int(stat[stat.rindex(")") + 2 :].split()[16])
+    return values
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_thread_pool_of_an_exported_backend_gets_the_inference_threads_niceness(
+    backend: str, tmp_path: Path
+) -> None:
+    before = _thread_nice_values()
+    model = load_model(with_backend(DIGITS, backend), CPU, backend_cache_dir=str(tmp_path), threads=2, niceness=7)
+    new = {tid: nice for tid, nice in _thread_nice_values().items() if tid not in before}
+    assert model.backend_name == backend
+    assert 7 in new.values()  # the runtime's worker threads, started in the niced build thread
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before[threading.get_native_id()]

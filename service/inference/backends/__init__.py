@@ -21,6 +21,7 @@ from service.inference.backends.base import (
     ForwardBackend,
     ForwardOutput,
     NormalisedNetwork,
+    built_at_priority,
 )
 from service.inference.backends.cache import ExportCache
 from service.inference.backends.eager import TorchEager
@@ -72,11 +73,14 @@ def load_backend(
     cache_dir: str | None = None,
     tolerance: float | None = None,
     max_batch_size: int = 16,
+    niceness: int = 0,
     spec: Mapping[str, object] | None = None,
 ) -> ForwardBackend:
     """Build ``kind`` for the network ``body`` + ``head`` (float32, on the CPU, as loaded).
 
-    ``spec``: what describes the model beyond its weights (source, arch), for the export cache key.
+    ``niceness``: the inference threads' nice increment, given to the thread pools of ONNX Runtime
+    and OpenVINO too. ``spec``: what describes the model beyond its weights (source, arch), for the
+    export cache key.
     Raises ``BackendError`` (``BackendUnavailable``, ``EquivalenceError``) naming the backend.
     """
     if kind == "torch":
@@ -93,7 +97,7 @@ def load_backend(
         log.info("backend torch_compile compiled and passed the equivalence gate %s", report.summary())
     elif kind in ("onnxruntime", "openvino"):
         backend = _load_exported(
-            kind, body, head, preprocessing, input_shape, device, threads, cache_dir, tolerance, spec or {}
+            kind, body, head, preprocessing, input_shape, device, threads, niceness, cache_dir, tolerance, spec or {}
         )
     else:
         raise BackendError(f"unknown backend {kind!r}")
@@ -109,6 +113,7 @@ def _load_exported(
     input_shape: tuple[int, int, int],
     device: torch.device,
     threads: int,
+    niceness: int,
     cache_dir: str | None,
     tolerance: float | None,
     spec: Mapping[str, object],
@@ -127,7 +132,9 @@ def _load_exported(
 
     def opener(path: Path, outputs: list[str]) -> ForwardBackend:
         if kind == "onnxruntime":
-            return ort.OnnxRuntimeBackend(path, outputs, threads=threads, device=device)
-        return ov.OpenVinoBackend(path, outputs, threads=threads, device=device)
+            return built_at_priority(
+                niceness, lambda: ort.OnnxRuntimeBackend(path, outputs, threads=threads, device=device)
+            )
+        return built_at_priority(niceness, lambda: ov.OpenVinoBackend(path, outputs, threads=threads, device=device))
 
     return load_verified(kind, opener, module, gate, ExportCache(cache_dir), key, parts)

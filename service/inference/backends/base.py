@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple, Protocol, TypeVar
 
 import torch
 from torch import nn
 
+from service.inference.device import lower_thread_priority
 from service.inference.preprocess import Preprocessing
+
+T = TypeVar("T")
 
 
 class BackendError(RuntimeError):
@@ -81,3 +86,16 @@ class NormalisedNetwork(nn.Module):
 
 def output_of(outputs: tuple[torch.Tensor, ...]) -> ForwardOutput:
     return ForwardOutput(outputs[0], outputs[1]) if len(outputs) == 2 else ForwardOutput(None, outputs[0])
+
+
+def built_at_priority(niceness: int, build: Callable[[], T]) -> T:
+    """``build()`` in a short-lived thread niced like the inference threads (``lower_thread_priority``).
+
+    ONNX Runtime and OpenVINO start their thread pools when a session is built, and a new thread
+    takes its creator's nice value: built here, their pools yield to the event loop at saturation
+    as torch's OpenMP team (started from the niced inference thread) does.
+    """
+    if niceness <= 0:
+        return build()
+    with ThreadPoolExecutor(1, "backend-build", initializer=lower_thread_priority, initargs=(niceness,)) as pool:
+        return pool.submit(build).result()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -60,9 +61,12 @@ class OpenVinoBackend:
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", compile_config(threads, hint))
         self.request = self.compiled.create_infer_request()
         self.outputs = [self.compiled.output(name) for name in output_names]
+        # An InferRequest is not thread-safe; the batcher calls from one thread, this keeps any other caller safe.
+        self._lock = threading.Lock()
 
     def forward(self, batch_uint8: torch.Tensor) -> ForwardOutput:
         # infer() copies the outputs out of the request's buffers (share_outputs=False), so the
         # arrays stay valid after the next batch.
-        result = self.request.infer({0: batch_uint8.cpu().numpy()})
+        with self._lock:
+            result = self.request.infer({0: batch_uint8.cpu().numpy()})
         return output_of(tuple(torch.from_numpy(result[out]) for out in self.outputs))
