@@ -31,6 +31,38 @@ class ModelSpec(BaseModel):
     resize_size: Annotated[int, Field(ge=8, le=4096)] | None = None
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    seed: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Seed of the random parameters when they are not loaded (pretrained false, or no weights): "
+            "every process and every restart serves the same network. Ignored when weights are loaded.",
+        ),
+    ] = 0
+    backend: Annotated[
+        Literal["torch", "onnxruntime", "openvino", "torch_compile"],
+        Field(
+            description="What runs the forward pass: torch eager (the reference), an ONNX export run by ONNX Runtime "
+            "or OpenVINO, or torch.compile (inductor). Anything but torch must pass the equivalence gate at load; "
+            "setting it back to torch is the rollback.",
+        ),
+    ] = "torch"
+    backend_fallback: Annotated[
+        bool,
+        Field(
+            description="When the backend cannot be loaded or fails the equivalence gate, serve torch eager (and log "
+            "an error) instead of failing the model version.",
+        ),
+    ] = False
+    backend_tolerance: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=1,
+            description="Largest absolute difference from torch eager allowed in any logit or feature by the "
+            "equivalence gate; unset = the backend's default (1e-3 for fp32, see docs/backends.md).",
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _source_fields(self) -> ModelSpec:
@@ -104,6 +136,12 @@ class Settings(BaseSettings):
     )
     warmup: bool = Field(
         True, description="run a warm-up batch through each version of the default model before readiness turns 200"
+    )
+    backend_cache_dir: str = Field(
+        "/tmp/ml-api-backends",
+        description="where ONNX exports for the `onnxruntime` and `openvino` backends are cached, keyed by weights, "
+        "spec and library versions (`docs/backends.md`); `/tmp` because it is the container's only writable path; "
+        "unwritable: each load exports afresh",
     )
 
     # Server

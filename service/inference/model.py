@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from service.inference.backends.base import ForwardBackend
 from service.inference.preprocess import Preprocessing
 from service.inference.results import ClassScore
 
@@ -33,11 +34,9 @@ def split_head(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
         return model, None
     parent_name, _, child = last_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
-    head = getattr(parent, child) if not child.isdigit() else parent[int(child)]
-    if child.isdigit():
-        parent[int(child)] = nn.Identity()
-    else:
-        setattr(parent, child, nn.Identity())
+    # Children of a Sequential are registered under "0", "1", ...: by name works for both kinds.
+    head = parent.get_submodule(child)
+    setattr(parent, child, nn.Identity())
     return model, head
 
 
@@ -45,39 +44,32 @@ def split_head(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
 class LoadedModel:
     name: str
     version: str
-    body: nn.Module
-    head: nn.Module | None
+    backend: ForwardBackend  # runs the forward pass: torch eager, or a gated faster backend
     labels: list[str]
     preprocessing: Preprocessing
     device: torch.device
-    dtype: torch.dtype = torch.float32
-    channels_last: bool = False
+    embedding_dim: int | None = None  # None: no separable head, so no embeddings
 
     @property
     def supports_embedding(self) -> bool:
-        return self.head is not None
+        return self.embedding_dim is not None
 
     @property
-    def embedding_dim(self) -> int | None:
-        return self.head.in_features if isinstance(self.head, nn.Linear) else None
+    def backend_name(self) -> str:
+        return self.backend.name
 
     def run(self, batch_uint8: torch.Tensor, top_ks: list[int], embed: list[bool]) -> list[ItemResult]:
         """Classify a uint8 NCHW batch; called from the batcher's inference thread only."""
         with torch.inference_mode():
-            if self.device.type == "cuda":
-                batch_uint8 = batch_uint8.pin_memory().to(self.device, non_blocking=True)
-            x = self.preprocessing.normalise(batch_uint8, self.dtype)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            features = self.body(x)
-            logits = self.head(features) if self.head is not None else features
+            features, logits = self.backend.forward(batch_uint8)
             probs = torch.softmax(logits.float(), dim=1)
             k = min(max(top_ks), probs.shape[1])
-            top_conf, top_idx = probs.topk(k, dim=1)
-            top_conf, top_idx = top_conf.cpu().tolist(), top_idx.cpu().tolist()
+            conf_t, idx_t = probs.topk(k, dim=1)
+            top_conf: list[list[float]] = conf_t.cpu().tolist()
+            top_idx: list[list[int]] = idx_t.cpu().tolist()
             want = [i for i, flag in enumerate(embed) if flag]
             embeddings: dict[int, list[float]] = {}
-            if want and self.head is not None:
+            if want and features is not None:
                 feats = torch.nn.functional.normalize(features[want].float().flatten(1), dim=1).cpu()
                 embeddings = {i: feats[j].tolist() for j, i in enumerate(want)}
         results = []

@@ -179,6 +179,9 @@ class ModelRegistry:
                     self.dtype,
                     channels_last=self.settings.channels_last,
                     weights_dir=self.settings.weights_dir,
+                    backend_cache_dir=self.settings.backend_cache_dir,
+                    max_batch_size=self.settings.max_batch_size,
+                    niceness=self.settings.worker_niceness,
                 )
             except Exception as exc:
                 entry.state, entry.error = LoadState.FAILED, str(exc)

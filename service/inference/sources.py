@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
+from service.inference.backends import BackendError, eager_backend, load_backend
 from service.inference.digits import DIGITS_LABELS, INPUT_SIZE, DigitsCNN, bundled_weights_path
 from service.inference.model import LoadedModel, split_head
 from service.inference.preprocess import Preprocessing
@@ -39,7 +41,7 @@ def torchvision_weights(arch: str, weights: str | None) -> torchvision.models.We
 def checkpoint_path(weights: torchvision.models.WeightsEnum, extra_dir: str | None = None) -> Path:
     """Where ``weights`` lives in the torch hub cache (or ``extra_dir``), without downloading."""
     filename = os.path.basename(weights.url)
-    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / filename]
+    candidates: list[Path] = [Path(torch.hub.get_dir()) / "checkpoints" / filename]
     if extra_dir:
         candidates.insert(0, Path(extra_dir) / filename)
     for candidate in candidates:
@@ -84,10 +86,12 @@ def _read_labels(path: str) -> list[str]:
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     # weights_only refuses pickled code: a weights file is data, never a program.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+    return state
 
 
 def build_network(spec: ModelSpec, weights_dir: str | None = None) -> tuple[nn.Module, list[str], Preprocessing]:
+    network: nn.Module
     if spec.source == "bundled":
         network = DigitsCNN(num_classes=len(DIGITS_LABELS))
         network.load_state_dict(_load_state_dict(bundled_weights_path()))
@@ -99,13 +103,16 @@ def build_network(spec: ModelSpec, weights_dir: str | None = None) -> tuple[nn.M
     if spec.source == "torchvision":
         assert spec.arch is not None
         weights = torchvision_weights(spec.arch, spec.weights)
-        labels = list(weights.meta["categories"]) if weights is not None else None
-        if labels is None:
-            if spec.labels is None:
-                raise ModelLoadError(f"model {spec.name}: no weights metadata, so 'labels' is required")
+        if weights is not None:
+            labels = list(weights.meta["categories"])
+        elif spec.labels is None:
+            raise ModelLoadError(f"model {spec.name}: no weights metadata, so 'labels' is required")
+        else:
             labels = _read_labels(spec.labels)
         try:
-            network = torchvision.models.get_model(spec.arch, weights=None, num_classes=len(labels))
+            network = _seeded(
+                spec.seed, lambda: torchvision.models.get_model(spec.arch, weights=None, num_classes=len(labels))
+            )
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from None
         if weights is not None and spec.pretrained:
@@ -126,6 +133,14 @@ def build_network(spec: ModelSpec, weights_dir: str | None = None) -> tuple[nn.M
         network = torchvision.models.get_model(spec.arch, weights=None, num_classes=len(labels))
         network.load_state_dict(_load_state_dict(path))
     return network, labels, _spec_preprocessing(spec)
+
+
+def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with the CPU generator seeded: parameters that are not loaded afterwards are the
+    same in every process. The global generator's state is restored, so nothing else sees the seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
 def _spec_preprocessing(spec: ModelSpec) -> Preprocessing:
@@ -153,25 +168,54 @@ def load_model(
     *,
     channels_last: bool = False,
     weights_dir: str | None = None,
+    backend_cache_dir: str | None = None,
+    threads: int | None = None,
+    max_batch_size: int = 16,
+    niceness: int = 0,
 ) -> LoadedModel:
+    """Build the network of ``spec`` and the backend that runs it (``spec.backend``, gated).
+
+    ``backend_cache_dir``: where ONNX exports are cached (None: not cached). ``threads``: intra-op
+    threads of a non-torch backend (None: torch's, which the app set from the CPU budget).
+    ``max_batch_size``: the largest batch torch_compile is warmed up for. ``niceness``: the
+    inference threads' nice increment, which the thread pools of onnxruntime/openvino get too.
+    """
     network, labels, pre = build_network(spec, weights_dir)
     network.eval()
+    body: nn.Module
+    head: nn.Module | None
     if isinstance(network, torch.jit.ScriptModule):
         body, head = network, None
     else:
         body, head = split_head(network)
-    memory_format = torch.channels_last if channels_last else torch.preserve_format
-    body = body.to(device=device, dtype=dtype, memory_format=memory_format)
-    if head is not None:
-        head = head.to(device=device, dtype=dtype).eval()
+    embedding_dim = head.in_features if isinstance(head, nn.Linear) else None
+    try:
+        backend = load_backend(
+            spec.backend,
+            body,
+            head,
+            pre,
+            device=device,
+            dtype=dtype,
+            channels_last=channels_last,
+            threads=threads if threads is not None else torch.get_num_threads(),
+            cache_dir=backend_cache_dir,
+            tolerance=spec.backend_tolerance,
+            max_batch_size=max_batch_size,
+            niceness=niceness,
+            spec=spec.model_dump(include={"source", "arch", "weights", "pretrained", "seed", "format"}),
+        )
+    except BackendError as exc:
+        if not spec.backend_fallback:
+            raise ModelLoadError(f"model {spec.name}:{spec.version}: {exc}") from exc
+        log.error("model %s:%s: %s; serving torch eager instead (backend_fallback)", spec.name, spec.version, exc)
+        backend = eager_backend(body, head, pre, device=device, dtype=dtype, channels_last=channels_last)
     return LoadedModel(
         name=spec.name,
         version=spec.version,
-        body=body,
-        head=head,
+        backend=backend,
         labels=labels,
         preprocessing=pre,
         device=device,
-        dtype=dtype,
-        channels_last=channels_last,
+        embedding_dim=embedding_dim,
     )
