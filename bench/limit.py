@@ -3,11 +3,22 @@
 No HTTP, no event loop, no queue: one thread decodes and preprocesses ``batch`` images with
 ``service.inference.images.decode_image`` and ``Preprocessing.to_uint8_tensor``, stacks them and calls
 ``LoadedModel.run`` (the batcher's call), for each batch size in turn; the best is the limit.
+
+The model is built by ``service.inference.sources.load_model`` from the same spec the service gets
+(``backend`` included: torch eager, onnxruntime, openvino, torch_compile, gated as in the service;
+random weights seeded by ``seed``), so the limit measures exactly what the service would run. The
+top-5 of the bench image is reported, for the top-1 agreement checks. ``--wait-for-go`` makes the
+process print ``{"ready": true}`` once loaded and warm and wait for a line on stdin: the driver
+starts the timed loops of several processes together (a layout of N processes), however long each
+took to load (an ONNX export in one, a cache hit in the other).
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -40,12 +51,30 @@ def measure_limit(
     channels_last: bool = False,
     torch_threads: int = 0,
     max_pixels: int = 25_000_000,
+    backend_cache_dir: str | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> dict:
     threads = configure_torch_threads(1, torch_threads)
     dev = select_device(device)
     dtype = select_dtype(precision, dev)
-    model = load_model(spec, dev, dtype, channels_last=channels_last)
+    load_started = time.perf_counter()
+    # The ONNX exporter reports progress on stdout, which carries this process's JSON to the driver.
+    with contextlib.redirect_stdout(sys.stderr):
+        model = load_model(
+            spec,
+            dev,
+            dtype,
+            channels_last=channels_last,
+            backend_cache_dir=backend_cache_dir,
+            max_batch_size=max(batch_sizes),  # torch_compile warms up the batches the loop will use
+        )
+    load_s = time.perf_counter() - load_started
     pre = model.preprocessing
+    sample = pre.to_uint8_tensor(decode_image(image, max_pixels=max_pixels, draft_size=pre.draft_size))
+    [first] = model.run(sample.unsqueeze(0), [5], [False])
+    top5 = [{"class_id": p.class_id, "label": p.label, "confidence": round(p.confidence, 6)} for p in first.predictions]
+    if ready is not None:
+        ready()
 
     def one_batch(n: int) -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -82,6 +111,9 @@ def measure_limit(
     return {
         "model": spec.name,
         "arch": spec.arch or spec.source,
+        "backend": spec.backend,
+        "load_s": round(load_s, 2),
+        "top5": top5,
         "device": str(dev),
         "dtype": str(dtype).removeprefix("torch."),
         "channels_last": channels_last,
@@ -112,7 +144,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=int(os.environ.get("ML_API_TORCH_THREADS", "0")))
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--batch-sizes", default="1,2,4,8,16")
+    p.add_argument("--backend", help="override the spec's backend (torch, onnxruntime, openvino, torch_compile)")
+    p.add_argument("--backend-cache-dir", help="ONNX export cache (the service's ML_API_BACKEND_CACHE_DIR)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout, nothing else")
+    p.add_argument("--wait-for-go", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     spec = (
         ModelSpec.model_validate_json(a.spec)
@@ -121,6 +156,13 @@ def main() -> None:
             name=a.arch, version="random", source="torchvision", arch=a.arch, weights="IMAGENET1K_V1", pretrained=False
         )
     )
+    if a.backend:
+        spec = ModelSpec.model_validate({**spec.model_dump(), "backend": a.backend})
+
+    def ready() -> None:
+        print(json.dumps({"ready": True}), flush=True)
+        sys.stdin.readline()  # the driver's "go" (or EOF: go anyway)
+
     result = measure_limit(
         spec,
         make_jpeg(),
@@ -130,6 +172,8 @@ def main() -> None:
         precision=a.precision,
         channels_last=a.channels_last,
         torch_threads=a.threads,
+        backend_cache_dir=a.backend_cache_dir,
+        ready=ready if a.wait_for_go else None,
     )
     print(json.dumps(result, indent=None if a.json else 1))
 
