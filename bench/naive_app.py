@@ -5,10 +5,16 @@ decodes with PIL, runs torchvision transforms and calls the model inline, so eve
 the event loop (health probes included) for the whole decode + forward pass. No batching, no
 thread pool, one uvicorn worker. Run: ``uvicorn bench.naive_app:app``. ``BENCH_NAIVE_MODEL`` is
 ``resnet18`` (random weights, default) or ``digits`` (the bundled offline model). Not for production.
+
+Random weights are seeded exactly as the service seeds a ``"pretrained": false`` model
+(``service.inference.sources._seeded``: ``torch.random.fork_rng`` + ``torch.manual_seed(seed)``
+around the same ``get_model`` call), with ``BENCH_NAIVE_SEED`` as the model spec's ``seed``
+(default 0), so the naive server, the service and the limit all run the same network.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 
@@ -16,11 +22,13 @@ import torch
 import torchvision
 from fastapi import FastAPI, Request
 from PIL import Image
+from pydantic import BaseModel
 from torchvision import transforms as T
 
 from service.inference.digits import DIGITS_LABELS, DigitsCNN, bundled_weights_path
 
 MODEL = os.environ.get("BENCH_NAIVE_MODEL", "resnet18")
+SEED = int(os.environ.get("BENCH_NAIVE_SEED", "0"))
 
 if MODEL == "digits":
     model = DigitsCNN(num_classes=len(DIGITS_LABELS))
@@ -29,8 +37,11 @@ if MODEL == "digits":
     transform = T.Compose([T.Grayscale(), T.Resize((8, 8)), T.ToTensor(), T.Normalize((0.5,), (0.5,))])
 else:
     weights = torchvision.models.get_model_weights(MODEL)["IMAGENET1K_V1"]
-    model = torchvision.models.get_model(MODEL, weights=None)  # random weights: same compute
     labels = list(weights.meta["categories"])
+    # The service's construction, call for call: the same generator state gives the same parameters.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = torchvision.models.get_model(MODEL, weights=None, num_classes=len(labels))
     transform = T.Compose(
         [T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
     )
@@ -40,13 +51,11 @@ model.eval()
 app = FastAPI(title="naive seed")
 
 
-@app.post("/api/v1/predict/upload")
-async def predict(request: Request) -> dict:
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        data = await form["file"].read()
-    else:
-        data = await request.body()
+class PredictRequest(BaseModel):
+    image_base64: str
+
+
+def classify(data: bytes) -> dict:
     image = Image.open(io.BytesIO(data)).convert("RGB")
     x = transform(image).unsqueeze(0).to(next(model.parameters()).device)
     with torch.no_grad():
@@ -59,6 +68,21 @@ async def predict(request: Request) -> dict:
         ],
         "model_name": MODEL,
     }
+
+
+@app.post("/api/v1/predict/upload")
+async def predict_upload(request: Request) -> dict:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        data = await form["file"].read()
+    else:
+        data = await request.body()
+    return classify(data)
+
+
+@app.post("/api/v1/predict")
+async def predict(body: PredictRequest) -> dict:
+    return classify(base64.b64decode(body.image_base64))
 
 
 @app.get("/health/live")
