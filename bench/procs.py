@@ -65,10 +65,96 @@ def vm_hwm_mib(pid: int) -> float | None:
     return None
 
 
+def vm_kib(pid: int, field: str) -> int | None:
+    """One ``/proc/PID/status`` memory field (``VmRSS``, ``VmHWM``...) in KiB: cheap to read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def pss_kib(pid: int) -> int | None:
+    """Proportional set size (shared pages split between their users). Reading ``smaps_rollup`` walks
+    the page tables (~20 ms for a torch process), so it is read between levels, never during one."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def tree_memory(pids: list[int]) -> dict:
+    """Memory of a pod-like process tree, in MiB.
+
+    ``peak_rss_mib``: the sum of every process's peak RSS (VmHWM): exact for one process, an upper
+    bound for several (pages they share, such as torch's libraries, count once per process).
+    ``pss_mib``: the sum of PSS now, which counts shared pages once (closest to a cgroup's charge).
+    """
+    mib = 1024.0
+
+    def total(values: list[int | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return round(sum(known) / mib, 1) if known else None
+
+    return {
+        "processes": len(pids),
+        "peak_rss_mib": total([vm_kib(p, "VmHWM") for p in pids]),
+        "rss_mib": total([vm_kib(p, "VmRSS") for p in pids]),
+        "pss_mib": total([pss_kib(p) for p in pids]),
+    }
+
+
+def run_measured(cmd: list[str], env: dict[str, str], limit_s: float) -> tuple[int, str, float, float]:
+    """Run a load generator to completion: (exit code, its output, its CPU seconds, wall seconds).
+
+    ``wait4`` gives the tool's own CPU use (children included); ``limit_s`` bounds a hung tool."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out_chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read() if proc.stdout else b""))
+    reader.start()  # drain its output while it runs: a full pipe would block it
+    deadline = started + limit_s
+    while True:
+        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            pid, status, rusage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(5)
+    text = b"".join(out_chunks).decode(errors="replace")
+    return proc.returncode, text, rusage.ru_utime + rusage.ru_stime, time.monotonic() - started
+
+
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
     """A minimal HTTP/1.1 GET on a fresh connection (as a kubelet probe does)."""
+    return http_request(port, "GET", path, timeout=timeout)
+
+
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a fresh connection, read to the end; (status, body)."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    for name, value in (headers or {}).items():
+        head += f"{name}: {value}\r\n"
+    if body or method != "GET":
+        head += f"Content-Length: {len(body)}\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        s.sendall((head + "\r\n").encode() + body)
         chunks = []
         while chunk := s.recv(65536):
             chunks.append(chunk)
@@ -95,14 +181,26 @@ def _dechunk(body: bytes) -> bytes:
 class Server:
     """A server process started in its own process group, ready when ``/health/ready`` is 200."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str],
+        port: int,
+        log_path: Path,
+        *,
+        grpc_port: int | None = None,
+        start_timeout: float = 180.0,
+    ) -> None:
         self.name, self.cmd, self.port, self.log_path = name, cmd, port, log_path
+        self.grpc_port, self.start_timeout = grpc_port, start_timeout
         self.env = {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.live_s: float | None = None
         self.ready_s: float | None = None
 
-    def start(self, timeout: float = 180.0) -> None:
+    def start(self, timeout: float | None = None) -> None:
+        timeout = timeout or self.start_timeout
         log = self.log_path.open("wb")
         started = time.monotonic()
         self.proc = subprocess.Popen(

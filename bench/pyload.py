@@ -4,12 +4,14 @@ Same model as ``wrk -t1 -cN``: N connections, each with one request in flight, f
 writes the same JSON summary as the wrk Lua script. It costs more CPU than wrk (reported the same
 way), so prefer wrk on small machines.
 Usage: python -m bench.pyload URL BODY_FILE CONTENT_TYPE CONNECTIONS SECONDS OUT_JSON
+(extra headers from ``BENCH_HEADERS``, one "Name: value" per line, as for the wrk script).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from urllib.parse import urlsplit
@@ -49,8 +51,9 @@ async def _worker(host: str, port: int, request: bytes, end: float, lat: list[fl
 async def main(url: str, body_file: str, content_type: str, connections: int, seconds: float, out: str) -> None:
     parts = urlsplit(url)
     body = open(body_file, "rb").read()  # noqa: SIM115
+    extra = "".join(f"{line.strip()}\r\n" for line in os.environ.get("BENCH_HEADERS", "").splitlines() if line.strip())
     request = (
-        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n"
+        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     lat: list[float] = []
