@@ -58,6 +58,7 @@ def worker(backend: str, threads: int, max_batch: int, cache_dir: str) -> None:
     """Load ``backend``, then answer timing requests (one JSON object per line) on stdin."""
     import torch
 
+    from service.inference.model import RunOptions
     from service.inference.sources import load_model
     from service.settings import ModelSpec
 
@@ -91,12 +92,12 @@ def worker(backend: str, threads: int, max_batch: int, cache_dir: str) -> None:
         if n not in images:
             images[n] = torch.randint(0, 256, (n, 3, 224, 224), dtype=torch.uint8, generator=generator)
         for _ in range(2):  # warm-up: allocator, oneDNN primitive cache
-            model.run(images[n], [5] * n, [False] * n)
+            model.run(images[n], [RunOptions()] * n)
         times: list[float] = []
         busy0, own0, wall0 = system_busy_seconds(), cpu_seconds(os.getpid()), time.perf_counter()
         while (time.perf_counter() - wall0 < seconds or len(times) < 3) and len(times) < 1000:
             t0 = time.perf_counter()
-            model.run(images[n], [5] * n, [False] * n)
+            model.run(images[n], [RunOptions()] * n)
             times.append(time.perf_counter() - t0)
         wall, own = time.perf_counter() - wall0, cpu_seconds(os.getpid()) - own0
         other = max(0.0, (system_busy_seconds() - busy0) - own) / wall

@@ -25,6 +25,7 @@ import torch
 
 from service.inference.device import configure_torch_threads, select_device, select_dtype
 from service.inference.images import decode_image
+from service.inference.model import RunOptions
 from service.inference.sources import load_model
 from service.settings import ModelSpec, Settings
 
@@ -82,7 +83,7 @@ def measure_limit(
             pre.to_uint8_tensor(decode_image(image, max_pixels=max_pixels, draft_size=pre.draft_size)) for _ in range(n)
         ]
         t1 = time.perf_counter()
-        model.run(torch.stack(tensors), [5] * n, [False] * n)  # .tolist() inside syncs CUDA too
+        model.run(torch.stack(tensors), [RunOptions()] * n)  # .tolist() inside syncs CUDA too
         return t1 - t0, time.perf_counter() - t1
 
     points = []

@@ -125,8 +125,14 @@ class Settings(BaseSettings):
     )
     torch_threads: Annotated[int, Field(ge=0, le=256)] = Field(
         0,
-        description="torch intra-op threads per worker; `0` = CPU quota from cgroup `cpu.max` (else the core "
-        "count) divided by workers, at least 1",
+        description="torch intra-op threads, fixed; `0` = adaptive: the CPU quota from cgroup `cpu.max` (else the "
+        "core count) divided by workers is this process's budget, a lone batch gets all of it and busy "
+        "instances split it",
+    )
+    model_instances: Annotated[int, Field(ge=0, le=64)] = Field(
+        0,
+        description="model instances per loaded version, sharing one copy of the weights and one queue; `0` = one "
+        "per thread of the budget (one per core)",
     )
     workers: Annotated[int, Field(ge=1, le=64)] = Field(
         1, description="gunicorn workers; more than 1 switches on Prometheus multiprocess mode"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from asgi_correlation_id import correlation_id
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 
 from service.api.inputs import ImageInputs
 from service.dataplane.plane import DataPlane
@@ -64,3 +64,19 @@ def get_inputs(request: Request) -> ImageInputs:
 
 
 InputsDep = Annotated[ImageInputs, Depends(get_inputs)]
+
+
+def request_timeout(
+    x_request_timeout: Annotated[
+        float | None,
+        Header(
+            gt=0,
+            le=3600,
+            description="seconds this request may take; the server's own request timeout caps it (504 past it)",
+        ),
+    ] = None,
+) -> float | None:
+    return x_request_timeout
+
+
+RequestTimeoutDep = Annotated[float | None, Depends(request_timeout)]

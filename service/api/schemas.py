@@ -191,6 +191,8 @@ class ModelInfo(BaseModel):
     default: bool
     state: str
     traffic_weight: float | None = None
+    backend: str | None = Field(default=None, description="what runs the forward pass: torch, onnxruntime, ...")
+    instances: int | None = Field(default=None, description="model instances sharing this version's queue")
 
     @classmethod
     def of(cls, status: ModelStatus) -> ModelInfo:
@@ -203,6 +205,8 @@ class ModelInfo(BaseModel):
             default=status.default,
             state=status.state,
             traffic_weight=status.traffic_weight,
+            backend=status.backend,
+            instances=status.instances,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 from opentelemetry.trace import Tracer
@@ -21,7 +22,8 @@ from service.errors import (
     ShuttingDown,
 )
 from service.fetch import ImageFetcher
-from service.inference.device import configure_torch_threads
+from service.inference.batcher import Priority
+from service.inference.device import thread_budget
 from service.inference.pipeline import InferencePipeline
 from service.inference.registry import LoadState, ModelRegistry
 from service.inference.results import Classification, Embedding
@@ -55,7 +57,10 @@ class DataPlane:
 
     @classmethod
     def build(cls, settings: Settings, *, tracer: Tracer, metrics: InferenceMetrics, drain: DrainState) -> DataPlane:
-        registry = ModelRegistry(settings, tracer=tracer, batch_observer=metrics, load_observer=metrics)
+        threads = thread_budget(settings.workers, settings.torch_threads)
+        registry = ModelRegistry(
+            settings, tracer=tracer, threads=threads, batch_observer=metrics, load_observer=metrics
+        )
         return cls(
             settings,
             registry=registry,
@@ -68,8 +73,7 @@ class DataPlane:
     # Lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Size torch's threads, start the job workers and load the default model in the background."""
-        configure_torch_threads(self.settings.workers, self.settings.torch_threads)
+        """Start the job workers and load the default model in the background."""
         await self.jobs.start(self._run_job)
         self.registry.start()
 
@@ -142,32 +146,46 @@ class DataPlane:
                 default=entry.spec.name == self.settings.default_model,
                 state=entry.state.value,
                 traffic_weight=registry.traffic_weight(entry.spec.name, entry.spec.version),
+                backend=entry.model.backend_name if entry.model else None,
+                instances=entry.batcher.instances if entry.batcher else None,
             )
             for entry in registry.entries()
         )
 
     # Inference ------------------------------------------------------------------------------
 
-    async def classify(self, source: ImageSource, model: ModelRef, *, top_k: int = 5) -> Classification:
+    def deadline(self, timeout_s: float | None = None) -> float:
+        """When a request must be answered: ``timeout_s`` from now (a client's own deadline, e.g. the
+        X-Request-Timeout header or a gRPC deadline), never later than the server's request timeout."""
+        limit = self.settings.request_timeout_s
+        return time.monotonic() + (min(timeout_s, limit) if timeout_s is not None else limit)
+
+    async def classify(
+        self, source: ImageSource, model: ModelRef, *, top_k: int = 5, timeout_s: float | None = None
+    ) -> Classification:
         """Classify one image; its failure is raised. An unknown model fails before any URL is fetched."""
+        deadline = self.deadline(timeout_s)
         resolved = self.resolve(model)
         data = await self._read(source)
-        (outcome,) = await self._classify([data], resolved, top_k=top_k)
+        (outcome,) = await self._classify([data], resolved, top_k=top_k, deadline=deadline)
         if isinstance(outcome, ServiceError):
             raise outcome
         return outcome
 
-    async def classify_many(self, items: Sequence[ImageItem], model: ModelRef, *, top_k: int = 5) -> list[Outcome]:
+    async def classify_many(
+        self, items: Sequence[ImageItem], model: ModelRef, *, top_k: int = 5, timeout_s: float | None = None
+    ) -> list[Outcome]:
         """Classify several images as one batch submission; each item fails on its own."""
+        deadline = self.deadline(timeout_s)
         self._check_count(items)
         resolved = self.resolve(model)
         read = await asyncio.gather(*(self._read_or_error(item) for item in items))
         images = [item for item in read if isinstance(item, bytes)]
-        classified = iter(await self._classify(images, resolved, top_k=top_k) if images else [])
+        classified = iter(await self._classify(images, resolved, top_k=top_k, deadline=deadline) if images else [])
         return [next(classified) if isinstance(item, bytes) else item for item in read]
 
     async def classify_stream(
-        self, items: Sequence[ImageItem], model: ModelRef, *, top_k: int = 5
+        self, items: Sequence[ImageItem], model: ModelRef, *, top_k: int = 5, timeout_s: float | None = None
     ) -> AsyncGenerator[tuple[int, Outcome], None]:
         """Check the request and load the model now (so those errors precede any streamed byte), then
         return an iterator of ``(index, outcome)`` in completion order. Closing it early cancels the rest."""
@@ -175,7 +193,7 @@ class DataPlane:
         resolved = self.resolve(model)
         assert resolved.name is not None and resolved.version is not None
         await self.registry.get(resolved.name, resolved.version)
-        deadline = self.pipeline.deadline()
+        deadline = self.deadline(timeout_s)
 
         async def one(index: int, item: ImageItem) -> tuple[int, Outcome]:
             try:
@@ -200,11 +218,12 @@ class DataPlane:
 
         return events()
 
-    async def embed(self, source: ImageSource, model: ModelRef) -> Embedding:
+    async def embed(self, source: ImageSource, model: ModelRef, *, timeout_s: float | None = None) -> Embedding:
+        deadline = self.deadline(timeout_s)
         resolved = self.resolve(model)
         data = await self._read(source)
         assert resolved.name is not None and resolved.version is not None
-        return await self.pipeline.embed(data, model=resolved.name, version=resolved.version)
+        return await self.pipeline.embed(data, model=resolved.name, version=resolved.version, deadline=deadline)
 
     def _check_count(self, items: Sequence[ImageItem]) -> None:
         limit = self.settings.max_batch_items
@@ -212,11 +231,17 @@ class DataPlane:
             raise InvalidRequest(f"at most {limit} images per request", field=("images",), kind="too_long")
 
     async def _classify(
-        self, images: Sequence[bytes], model: ModelRef, *, top_k: int, deadline: float | None = None
+        self,
+        images: Sequence[bytes],
+        model: ModelRef,
+        *,
+        top_k: int,
+        deadline: float,
+        priority: Priority = Priority.INTERACTIVE,
     ) -> list[Outcome]:
         assert model.name is not None and model.version is not None
         return await self.pipeline.classify(
-            images, model=model.name, version=model.version, top_k=top_k, deadline=deadline
+            images, model=model.name, version=model.version, top_k=top_k, deadline=deadline, priority=priority
         )
 
     async def _read(self, source: ImageSource) -> bytes:
@@ -272,4 +297,11 @@ class DataPlane:
         return self.jobs.watch(job_id)
 
     async def _run_job(self, job_id: str, request: JobRequest) -> Classification:
-        return await self.classify(request.image, ModelRef(request.model, request.model_version), top_k=request.top_k)
+        """A job is background work: interactive requests go first, the batcher keeps jobs moving."""
+        resolved = self.resolve(ModelRef(request.model, request.model_version))
+        (outcome,) = await self._classify(
+            [request.image], resolved, top_k=request.top_k, deadline=self.deadline(), priority=Priority.BACKGROUND
+        )
+        if isinstance(outcome, ServiceError):
+            raise outcome
+        return outcome

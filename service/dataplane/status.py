@@ -18,6 +18,9 @@ class ModelStatus:
     default: bool
     state: str
     traffic_weight: float | None
+    # What serves a loaded version: its forward backend and how many instances share its queue.
+    backend: str | None = None
+    instances: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,15 @@
-"""Dynamic batching: one queue and one inference thread per loaded model version.
+"""Dynamic batching: one queue per loaded model version, feeding that version's model instances.
 
-The worker takes everything queued (up to ``max_batch_size`` images) as soon as it is free, so a
-lone request is never held back and batches form by themselves under load (Triton's default
-queue delay of 0). ``max_batch_wait_ms`` trades latency for fuller batches on GPUs.
+Each instance (a thread running the shared model, weights loaded once) takes everything queued, up to
+``max_batch_size`` images, as soon as it is free: a lone request is never held back and batches form
+by themselves under load (Triton's default queue delay of 0). ``max_batch_wait_ms`` trades latency
+for fuller batches on GPUs. Several instances let one batch run while the next forms; their threads
+come from the process's ``ThreadBudget``, so a lone batch uses every core and concurrent batches
+split them.
+
+Two priority classes share the queue: interactive requests (someone is waiting on the answer) are
+taken first; background work (async jobs, shadow traffic) fills what is left, and is guaranteed a
+batch at least every ``BACKGROUND_EVERY`` batches while it waits, so it is never starved.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Protocol
 
 import torch
@@ -22,25 +30,34 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext
 
 from service.errors import InferenceFailed, InferenceTimeout, Overloaded, ServiceError, ShuttingDown
-from service.inference.device import lower_thread_priority
-from service.inference.model import ItemResult, LoadedModel
+from service.inference.device import ThreadBudget, lower_thread_priority
+from service.inference.model import ItemResult, LoadedModel, RunOptions
 
 log = logging.getLogger(__name__)
 
 Outcome = ItemResult | ServiceError
+RunModel = Callable[[LoadedModel, torch.Tensor, Sequence[RunOptions]], list[ItemResult]]
+
+# While background work waits behind a steady interactive load, every this-many-th batch takes it first.
+BACKGROUND_EVERY = 4
+
+
+class Priority(IntEnum):
+    INTERACTIVE = 0
+    BACKGROUND = 1
 
 
 class BatchObserver(Protocol):
     def batch_done(self, model: str, version: str, size: int, seconds: float) -> None: ...
-    def queue_wait(self, model: str, version: str, seconds: float) -> None: ...
-    def queue_depth(self, model: str, version: str, depth: int) -> None: ...
+    def queue_wait(self, model: str, version: str, priority: str, seconds: float) -> None: ...
+    def queue_depth(self, model: str, version: str, priority: str, depth: int) -> None: ...
 
 
 @dataclass(eq=False)
 class _Item:
     tensor: torch.Tensor
-    top_k: int
-    embed: bool
+    options: RunOptions
+    priority: Priority
     deadline: float
     future: asyncio.Future[Outcome]
     span_context: SpanContext | None
@@ -73,65 +90,86 @@ class DynamicBatcher:
         max_batch_size: int,
         max_queue_size: int,
         max_batch_wait_s: float = 0.0,
+        instances: int = 1,
+        threads: ThreadBudget | None = None,
         observer: BatchObserver | None = None,
-        run: Callable[[LoadedModel, torch.Tensor, list[int], list[bool]], list[ItemResult]] | None = None,
+        run: RunModel | None = None,
         niceness: int = 0,
     ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_queue_size = max_queue_size
         self.max_batch_wait_s = max_batch_wait_s
+        self.instances = max(1, instances)
         self.stats = BatcherStats()
+        self._threads = threads
         self._observer = observer
         self._tracer = tracer
-        self._run_model = run or (lambda m, batch, top_ks, embed: m.run(batch, top_ks, embed))
-        self._queue: deque[_Item] = deque()
-        self._executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix=f"infer-{model.name}",
-            initializer=lower_thread_priority,
-            initargs=(niceness,),
-        )
+        self._run_model: RunModel = run or (lambda m, batch, options: m.run(batch, options))
+        self._queues: dict[Priority, deque[_Item]] = {p: deque() for p in Priority}
+        self._executors = [
+            ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix=f"infer-{model.name}-{i}",
+                initializer=lower_thread_priority,
+                initargs=(niceness,),
+            )
+            for i in range(self.instances)
+        ]
         # Created lazily inside the running loop (MLServer's lesson: never bind to a foreign loop).
         self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
-        self._busy = False
+        self._busy = 0
+        self._background_skipped = 0
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return sum(len(q) for q in self._queues.values())
 
     @property
     def idle(self) -> bool:
-        return not self._queue and not self._busy
+        return not self.queued and not self._busy
 
     def start(self) -> None:
-        if self._task is None:
+        if not self._tasks:
             self._wakeup = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._worker(), name=f"batcher-{self.model.name}")
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._worker(executor), name=f"batcher-{self.model.name}-{i}")
+                for i, executor in enumerate(self._executors)
+            ]
 
     async def submit(
-        self, tensors: Sequence[torch.Tensor], *, deadline: float, top_k: int = 5, embed: bool = False
+        self,
+        tensors: Sequence[torch.Tensor],
+        *,
+        deadline: float,
+        options: RunOptions | None = None,
+        priority: Priority = Priority.INTERACTIVE,
     ) -> list[Outcome]:
         """Queue ``tensors`` (uint8 CHW, one per image) and wait for each one's outcome, in order."""
         if self._closed:
             raise ShuttingDown()
         self.start()
-        if len(self._queue) + len(tensors) > self.max_queue_size:
-            # Items of requests that timed out stay queued until the worker skips them; don't count them.
-            self._queue = deque(item for item in self._queue if not item.future.done())
-        if len(self._queue) + len(tensors) > self.max_queue_size:
+        if self.queued + len(tensors) > self.max_queue_size:
+            # Items of requests that timed out stay queued until a worker skips them; don't count them.
+            for queue in self._queues.values():
+                live = [item for item in queue if not item.future.done()]
+                queue.clear()
+                queue.extend(live)
+        if self.queued + len(tensors) > self.max_queue_size:
             self.stats.rejected += 1
             raise Overloaded(f"the inference queue of {self.model.name}:{self.model.version} is full")
         loop = asyncio.get_running_loop()
         span_context = trace.get_current_span().get_span_context()
+        options = options or RunOptions()
         items = [
-            _Item(t, top_k, embed, deadline, loop.create_future(), span_context if span_context.is_valid else None)
+            _Item(t, options, priority, deadline, loop.create_future(), span_context if span_context.is_valid else None)
             for t in tensors
         ]
-        self._queue.extend(items)
-        self._report_depth()
+        self._queues[priority].extend(items)
+        self._report_depth(priority)
         assert self._wakeup is not None
         self._wakeup.set()
         timeout = deadline - time.monotonic()
@@ -141,7 +179,7 @@ class DynamicBatcher:
         except TimeoutError:
             raise InferenceTimeout(f"no result within the deadline ({self.model.name})") from None
         finally:
-            # Anything still queued for this request is cancelled so the worker skips it.
+            # Anything still queued for this request is cancelled so the workers skip it.
             for item in items:
                 if not item.future.done():
                     item.future.cancel()
@@ -153,82 +191,97 @@ class DynamicBatcher:
             async with asyncio.timeout(drain_timeout):
                 while not self.idle:
                     await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for item in self._queue:
-            if not item.future.done():
-                item.future.set_result(ShuttingDown())
-        self._queue.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+                await task
+        for queue in self._queues.values():
+            for item in queue:
+                if not item.future.done():
+                    item.future.set_result(ShuttingDown())
+            queue.clear()
+        for executor in self._executors:
+            executor.shutdown(wait=False, cancel_futures=True)
 
-    def _report_depth(self) -> None:
+    def _report_depth(self, priority: Priority) -> None:
         if self._observer is not None:
-            self._observer.queue_depth(self.model.name, self.model.version, len(self._queue))
+            self._observer.queue_depth(
+                self.model.name, self.model.version, priority.name.lower(), len(self._queues[priority])
+            )
 
     def _take_batch(self) -> list[_Item]:
+        interactive, background = self._queues[Priority.INTERACTIVE], self._queues[Priority.BACKGROUND]
+        background_first = bool(background) and (not interactive or self._background_skipped >= BACKGROUND_EVERY - 1)
+        order = (background, interactive) if background_first else (interactive, background)
         batch: list[_Item] = []
         now = time.monotonic()
-        while self._queue and len(batch) < self.max_batch_size:
-            item = self._queue.popleft()
-            if item.future.done():  # cancelled: its request timed out or went away
-                continue
-            if item.deadline <= now:
-                item.future.set_result(InferenceTimeout("the deadline passed while queued"))
-                continue
-            batch.append(item)
-        self._report_depth()
+        for queue in order:
+            while queue and len(batch) < self.max_batch_size:
+                item = queue.popleft()
+                if item.future.done():  # cancelled: its request timed out or went away
+                    continue
+                if item.deadline <= now:
+                    item.future.set_result(InferenceTimeout("the deadline passed while queued"))
+                    continue
+                batch.append(item)
+        took_background = any(item.priority is Priority.BACKGROUND for item in batch)
+        self._background_skipped = 0 if took_background or not background else self._background_skipped + 1
+        for priority in Priority:
+            self._report_depth(priority)
         return batch
 
-    async def _worker(self) -> None:
+    async def _worker(self, executor: ThreadPoolExecutor) -> None:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
+            if not self.queued:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self.max_batch_wait_s > 0 and len(self._queue) < self.max_batch_size:
+            if self.max_batch_wait_s > 0 and self.queued < self.max_batch_size:
                 await self._wait_for_fuller_batch()
             batch = self._take_batch()
             if not batch:
                 continue
-            self._busy = True
+            self._busy += 1
             try:
                 self._record_queue_wait(batch)
-                outcomes = await loop.run_in_executor(self._executor, self._infer, batch)
+                outcomes = await loop.run_in_executor(executor, self._infer, batch)
                 self.stats.record(len(batch))
                 for item, outcome in zip(batch, outcomes, strict=True):
                     if not item.future.done():
                         item.future.set_result(outcome)
-            except Exception as exc:  # the worker must outlive any single batch
+            except Exception as exc:  # a worker must outlive any single batch
                 log.exception("batch failed")
                 for item in batch:
                     if not item.future.done():
                         item.future.set_result(InferenceFailed(f"inference failed: {type(exc).__name__}"))
             finally:
-                self._busy = False
+                self._busy -= 1
+            if self.queued:  # more waiting: let another free instance start on it meanwhile
+                self._wakeup.set()
 
     def _record_queue_wait(self, batch: list[_Item]) -> None:
         """A ``queue_wait`` span per request (child of its request span) and the wait histogram."""
         now, now_ns = time.monotonic(), time.time_ns()
         for item in batch:
             waited = now - item.enqueued
+            priority = item.priority.name.lower()
             if item.span_context is None:
                 if self._observer is not None:
-                    self._observer.queue_wait(self.model.name, self.model.version, waited)
+                    self._observer.queue_wait(self.model.name, self.model.version, priority, waited)
                 continue
             parent = trace.set_span_in_context(NonRecordingSpan(item.span_context))
             span = self._tracer.start_span("queue_wait", context=parent, start_time=item.enqueued_ns)
             with trace.use_span(span, end_on_exit=False):
                 if self._observer is not None:
-                    self._observer.queue_wait(self.model.name, self.model.version, waited)
+                    self._observer.queue_wait(self.model.name, self.model.version, priority, waited)
             span.end(end_time=now_ns)
 
     async def _wait_for_fuller_batch(self) -> None:
         assert self._wakeup is not None
         end = time.monotonic() + self.max_batch_wait_s
-        while len(self._queue) < self.max_batch_size:
+        while self.queued < self.max_batch_size:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return
@@ -239,20 +292,27 @@ class DynamicBatcher:
 
     def _infer(self, batch: list[_Item]) -> list[Outcome]:
         links = [Link(i.span_context) for i in batch if i.span_context is not None]
-        with self._tracer.start_as_current_span(
-            "inference",
-            links=links,
-            attributes={
-                "ml_api.model": self.model.name,
-                "ml_api.model_version": self.model.version,
-                "ml_api.batch_size": len(batch),
-            },
-        ):
-            started = time.monotonic()
-            outcomes = self._infer_isolating(batch)
-            if self._observer is not None:
-                self._observer.batch_done(self.model.name, self.model.version, len(batch), time.monotonic() - started)
-            return outcomes
+        threads = self._threads.acquire() if self._threads is not None else None
+        try:
+            with self._tracer.start_as_current_span(
+                "inference",
+                links=links,
+                attributes={
+                    "ml_api.model": self.model.name,
+                    "ml_api.model_version": self.model.version,
+                    "ml_api.batch_size": len(batch),
+                    **({"ml_api.threads": threads} if threads is not None else {}),
+                },
+            ):
+                started = time.monotonic()
+                outcomes = self._infer_isolating(batch)
+                if self._observer is not None:
+                    seconds = time.monotonic() - started
+                    self._observer.batch_done(self.model.name, self.model.version, len(batch), seconds)
+                return outcomes
+        finally:
+            if self._threads is not None:
+                self._threads.release()
 
     def _infer_isolating(self, batch: list[_Item]) -> list[Outcome]:
         """Run ``batch``; on failure halve it, so only the items that fail on their own get an error.
@@ -261,7 +321,7 @@ class DynamicBatcher:
         """
         try:
             tensors = torch.stack([item.tensor for item in batch])
-            return list(self._run_model(self.model, tensors, [i.top_k for i in batch], [i.embed for i in batch]))
+            return list(self._run_model(self.model, tensors, [i.options for i in batch]))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(batch) == 1:

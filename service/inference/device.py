@@ -54,10 +54,9 @@ def torch_threads_for(workers: int, configured: int = 0, quota: float | None = N
     return max(1, math.floor(cpus / max(1, workers)))
 
 
-def configure_torch_threads(workers: int, configured: int) -> int:
-    threads = torch_threads_for(workers, configured, cpu_quota())
-    torch.set_num_threads(threads)
-    return threads
+def thread_budget(workers: int, configured: int) -> ThreadBudget:
+    """This process's inference threads: the CPU quota shared among workers, or ``configured`` fixed."""
+    return ThreadBudget(torch_threads_for(workers, 0, cpu_quota()), fixed=configured or None)
 
 
 def lower_thread_priority(niceness: int) -> None:
@@ -74,3 +73,46 @@ def lower_thread_priority(niceness: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
     except OSError as exc:  # e.g. a seccomp profile that forbids it: run at normal priority
         log.debug("could not lower thread priority: %s", exc)
+
+
+class ThreadBudget:
+    """The CPU threads this process may use for inference, shared by every model instance.
+
+    torch's intra-op thread count is one process-wide value, read at the start of each parallel region.
+    So the count follows how many instances are running a batch: one lone batch gets every thread (the
+    lowest latency), and when every instance is busy each gets ``budget / busy`` threads (one per core
+    each: the highest throughput). ``fixed`` pins the count instead (``ML_API_TORCH_THREADS``).
+    """
+
+    def __init__(self, budget: int, fixed: int | None = None) -> None:
+        self.budget = max(1, budget)
+        self.fixed = fixed
+        self._busy = 0
+        self._lock = threading.Lock()
+        torch.set_num_threads(fixed or self.budget)
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def acquire(self) -> int:
+        """Called by an instance about to run a batch; returns the threads that batch runs with."""
+        with self._lock:
+            self._busy += 1
+            return self._apply()
+
+    def release(self) -> None:
+        with self._lock:
+            self._busy = max(0, self._busy - 1)
+            self._apply()
+
+    def _apply(self) -> int:
+        threads = self.fixed or max(1, self.budget // max(1, self._busy))
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return threads
+
+
+def instances_for(configured: int, budget: int) -> int:
+    """Model instances per version: ``configured`` when set, else one per thread of the budget."""
+    return configured if configured > 0 else max(1, budget)

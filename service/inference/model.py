@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -12,12 +14,23 @@ from service.inference.preprocess import Preprocessing
 from service.inference.results import ClassScore
 
 
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What one request wants back for each of its images."""
+
+    top_k: int = 5
+    embed: bool = False
+    probabilities: bool = False
+
+
 @dataclass
 class ItemResult:
-    """One image's model output: its top classes and, when asked for, its embedding."""
+    """One image's model output: its top classes and, when asked for, its embedding and every class's
+    probability (float32, one per label)."""
 
     predictions: list[ClassScore]
     embedding: list[float] | None = None
+    probabilities: np.ndarray | None = None
 
 
 def split_head(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
@@ -58,25 +71,27 @@ class LoadedModel:
     def backend_name(self) -> str:
         return self.backend.name
 
-    def run(self, batch_uint8: torch.Tensor, top_ks: list[int], embed: list[bool]) -> list[ItemResult]:
-        """Classify a uint8 NCHW batch; called from the batcher's inference thread only."""
+    def run(self, batch_uint8: torch.Tensor, options: Sequence[RunOptions]) -> list[ItemResult]:
+        """Classify a uint8 NCHW batch, ``options[i]`` for image ``i``; called from an inference thread."""
         with torch.inference_mode():
             features, logits = self.backend.forward(batch_uint8)
             probs = torch.softmax(logits.float(), dim=1)
-            k = min(max(top_ks), probs.shape[1])
+            k = min(max(o.top_k for o in options), probs.shape[1])
             conf_t, idx_t = probs.topk(k, dim=1)
             top_conf: list[list[float]] = conf_t.cpu().tolist()
             top_idx: list[list[int]] = idx_t.cpu().tolist()
-            want = [i for i, flag in enumerate(embed) if flag]
+            want = [i for i, o in enumerate(options) if o.embed]
             embeddings: dict[int, list[float]] = {}
             if want and features is not None:
                 feats = torch.nn.functional.normalize(features[want].float().flatten(1), dim=1).cpu()
                 embeddings = {i: feats[j].tolist() for j, i in enumerate(want)}
+            every = probs.cpu().numpy() if any(o.probabilities for o in options) else None
         results = []
-        for i, top_k in enumerate(top_ks):
+        for i, option in enumerate(options):
             preds = [
                 ClassScore(class_id=c, label=self.labels[c] if c < len(self.labels) else str(c), confidence=p)
-                for c, p in zip(top_idx[i][:top_k], top_conf[i][:top_k], strict=True)
+                for c, p in zip(top_idx[i][: option.top_k], top_conf[i][: option.top_k], strict=True)
             ]
-            results.append(ItemResult(predictions=preds, embedding=embeddings.get(i)))
+            row = every[i] if every is not None and option.probabilities else None
+            results.append(ItemResult(predictions=preds, embedding=embeddings.get(i), probabilities=row))
         return results

@@ -5,21 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Protocol
 
 import torch
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from service.errors import EmbeddingUnsupported, Overloaded, ServiceError, ShuttingDown
+from service.errors import EmbeddingUnsupported, InvalidImage, Overloaded, ServiceError, ShuttingDown
+from service.inference.batcher import Priority
 from service.inference.device import lower_thread_priority
 from service.inference.images import decode_image
-from service.inference.model import ItemResult
+from service.inference.model import ItemResult, RunOptions
 from service.inference.preprocess import Preprocessing
-from service.inference.registry import ModelRegistry
+from service.inference.registry import ModelEntry, ModelRegistry
 from service.inference.results import Classification, Embedding
 from service.settings import Settings
 
@@ -57,60 +57,122 @@ class InferencePipeline:
         return time.monotonic() + self.settings.request_timeout_s
 
     async def classify(
-        self, images: Sequence[bytes], *, model: str, version: str, top_k: int = 5, deadline: float | None = None
+        self,
+        images: Sequence[bytes],
+        *,
+        model: str,
+        version: str,
+        top_k: int = 5,
+        probabilities: bool = False,
+        deadline: float | None = None,
+        priority: Priority = Priority.INTERACTIVE,
     ) -> list[Classification | ServiceError]:
-        """Classify each image with ``model:version``; per-image failures come back in place of results."""
-        outcomes, elapsed_ms = await self._run(images, model, version, top_k=top_k, embed=False, deadline=deadline)
-        return [
-            outcome
-            if isinstance(outcome, ServiceError)
-            else Classification(tuple(outcome.predictions), model, version, round(elapsed_ms, 3))
-            for outcome in outcomes
+        """Classify each encoded image with ``model:version``; per-image failures come back in place of results."""
+        options = RunOptions(top_k=top_k, probabilities=probabilities)
+        entry = await self._entry(model, version)
+        assert entry.model is not None
+        pre = entry.model.preprocessing
+        decoded = await asyncio.gather(*(self._prepare(data, pre) for data in images))
+        return await self._classify(entry, decoded, options, deadline, priority)
+
+    async def classify_tensors(
+        self,
+        tensors: Sequence[torch.Tensor],
+        *,
+        model: str,
+        version: str,
+        top_k: int = 5,
+        probabilities: bool = False,
+        deadline: float | None = None,
+        priority: Priority = Priority.INTERACTIVE,
+    ) -> list[Classification | ServiceError]:
+        """Classify images a client has already preprocessed: uint8 CHW tensors of the model's input size."""
+        options = RunOptions(top_k=top_k, probabilities=probabilities)
+        entry = await self._entry(model, version)
+        assert entry.model is not None
+        pre = entry.model.preprocessing
+        shape = (pre.channels, pre.crop_size, pre.crop_size)
+        checked: list[torch.Tensor | ServiceError] = [
+            t
+            if t.dtype == torch.uint8 and tuple(t.shape) == shape
+            else InvalidImage(f"a preprocessed image must be uint8 of shape {list(shape)}, not {list(t.shape)}")
+            for t in tensors
         ]
+        return await self._classify(entry, checked, options, deadline, priority)
 
     async def embed(self, image: bytes, *, model: str, version: str, deadline: float | None = None) -> Embedding:
-        (outcome,), _ = await self._run([image], model, version, top_k=1, embed=True, deadline=deadline)
+        entry = await self._entry(model, version)
+        assert entry.model is not None
+        if not entry.model.supports_embedding:
+            raise EmbeddingUnsupported(f"model {model}:{version} cannot produce embeddings")
+        decoded = [await self._prepare(image, entry.model.preprocessing)]
+        (outcome,), _ = await self._submit(entry, decoded, RunOptions(top_k=1, embed=True), deadline, None)
         if isinstance(outcome, ServiceError):
             raise outcome
         assert outcome.embedding is not None
         return Embedding(tuple(outcome.embedding), model, version)
 
-    @contextmanager
-    def _inflight(self) -> Iterator[None]:
+    async def _entry(self, name: str, version: str) -> ModelEntry:
         if not self.accepting:
             raise ShuttingDown()
+        entry = await self.registry.get(name, version)
+        assert entry.model is not None and entry.batcher is not None
+        return entry
+
+    async def _classify(
+        self,
+        entry: ModelEntry,
+        prepared: Sequence[torch.Tensor | ServiceError],
+        options: RunOptions,
+        deadline: float | None,
+        priority: Priority | None,
+    ) -> list[Classification | ServiceError]:
+        outcomes, elapsed_ms = await self._submit(entry, prepared, options, deadline, priority)
+        name, version = entry.spec.name, entry.spec.version
+        return [
+            outcome
+            if isinstance(outcome, ServiceError)
+            else Classification(
+                tuple(outcome.predictions), name, version, round(elapsed_ms, 3), probabilities=outcome.probabilities
+            )
+            for outcome in outcomes
+        ]
+
+    async def _submit(
+        self,
+        entry: ModelEntry,
+        prepared: Sequence[torch.Tensor | ServiceError],
+        options: RunOptions,
+        deadline: float | None,
+        priority: Priority | None,
+    ) -> tuple[list[ItemResult | ServiceError], float]:
+        """Queue the prepared images (errors stay in place) and count every image's outcome."""
+        assert entry.batcher is not None
+        name, version = entry.spec.name, entry.spec.version
+        tensors = [t for t in prepared if isinstance(t, torch.Tensor)]
         if self._observer is not None:
             self._observer.inflight(1)
+        started = time.monotonic()
         try:
-            yield
+            batch_outcomes = await entry.batcher.submit(
+                tensors,
+                deadline=deadline or self.deadline(),
+                options=options,
+                priority=priority or Priority.INTERACTIVE,
+            )
+        except ServiceError as exc:
+            for _ in tensors:
+                self._count(name, version, exc)
+            raise
         finally:
             if self._observer is not None:
                 self._observer.inflight(-1)
-
-    async def _run(
-        self, images: Sequence[bytes], name: str, version: str, *, top_k: int, embed: bool, deadline: float | None
-    ) -> tuple[list[ItemResult | ServiceError], float]:
-        with self._inflight():
-            deadline = deadline or self.deadline()
-            entry = await self.registry.get(name, version)
-            assert entry.model is not None and entry.batcher is not None
-            if embed and not entry.model.supports_embedding:
-                raise EmbeddingUnsupported(f"model {name}:{version} cannot produce embeddings")
-            decoded = await asyncio.gather(*(self._prepare(data, entry.model.preprocessing) for data in images))
-            tensors = [t for t in decoded if isinstance(t, torch.Tensor)]
-            started = time.monotonic()
-            try:
-                batch_outcomes = await entry.batcher.submit(tensors, deadline=deadline, top_k=top_k, embed=embed)
-            except ServiceError as exc:
-                for _ in tensors:
-                    self._count(name, version, exc)
-                raise
-            elapsed_ms = (time.monotonic() - started) * 1000
-            results = iter(batch_outcomes)
-            outcomes = [next(results) if isinstance(d, torch.Tensor) else d for d in decoded]
-            for outcome in outcomes:
-                self._count(name, version, outcome)
-            return outcomes, elapsed_ms
+        elapsed_ms = (time.monotonic() - started) * 1000
+        results = iter(batch_outcomes)
+        outcomes = [next(results) if isinstance(p, torch.Tensor) else p for p in prepared]
+        for outcome in outcomes:
+            self._count(name, version, outcome)
+        return outcomes, elapsed_ms
 
     def _count(self, name: str, version: str, outcome: ItemResult | ServiceError) -> None:
         if self._observer is not None:

@@ -16,7 +16,7 @@ from opentelemetry.trace import Tracer
 
 from service.errors import ModelNotFound, ModelNotLoaded
 from service.inference.batcher import BatchObserver, DynamicBatcher
-from service.inference.device import select_device, select_dtype
+from service.inference.device import ThreadBudget, instances_for, select_device, select_dtype
 from service.inference.model import LoadedModel
 from service.inference.sources import load_model
 from service.settings import ModelSpec, Settings
@@ -42,7 +42,7 @@ class ModelEntry:
 
 
 class LoadObserver(Protocol):
-    def model_loaded(self, name: str, version: str, loaded: bool) -> None: ...
+    def model_loaded(self, name: str, version: str, loaded: bool, instances: int = 0) -> None: ...
     def device_fallback(self, fallback: bool) -> None: ...
 
 
@@ -52,12 +52,16 @@ class ModelRegistry:
         settings: Settings,
         *,
         tracer: Tracer,
+        threads: ThreadBudget | None = None,
         batch_observer: BatchObserver | None = None,
         load_observer: LoadObserver | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self._tracer = tracer
+        self._threads = threads
+        # Instances per loaded version: one per thread of the budget unless configured.
+        self.instances = instances_for(settings.model_instances, threads.budget if threads is not None else 1)
         self.device = select_device(settings.device)
         self.dtype = select_dtype(settings.precision, self.device)
         self.gpu_available = torch.cuda.is_available()
@@ -180,6 +184,7 @@ class ModelRegistry:
                     channels_last=self.settings.channels_last,
                     weights_dir=self.settings.weights_dir,
                     backend_cache_dir=self.settings.backend_cache_dir,
+                    threads=self._threads.budget if self._threads is not None else None,
                     max_batch_size=self.settings.max_batch_size,
                     niceness=self.settings.worker_niceness,
                 )
@@ -193,6 +198,8 @@ class ModelRegistry:
                 max_batch_size=self.settings.max_batch_size,
                 max_queue_size=self.settings.max_queue_size,
                 max_batch_wait_s=self.settings.max_batch_wait_ms / 1000,
+                instances=self.instances,
+                threads=self._threads,
                 observer=self._batch_observer,
                 tracer=self._tracer,
                 niceness=self.settings.worker_niceness,
@@ -200,7 +207,7 @@ class ModelRegistry:
             entry.load_seconds = time.monotonic() - started
             entry.state = LoadState.LOADED
             if self._load_observer is not None:
-                self._load_observer.model_loaded(name, version, True)
+                self._load_observer.model_loaded(name, version, True, self.instances)
             log.info("loaded %s:%s on %s in %.2fs", name, version, self.device, entry.load_seconds)
             return entry
 

@@ -1,8 +1,10 @@
-"""What inference produces, as plain data: no torch, no HTTP shapes (front ends render these)."""
+"""What inference produces, as plain data: no torch, no protocol shapes (front ends render these)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,8 @@ class Classification:
     model_name: str
     model_version: str
     inference_time_ms: float
+    # Every class's probability (float32, in label order), only when the caller asked for them.
+    probabilities: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,15 +37,15 @@ class InferenceMetrics:
         )
         self.queue_wait_seconds = Histogram(
             "ml_api_queue_wait_seconds",
-            "Time an image waited in the batch queue.",
-            labels,
+            "Time an image waited in the batch queue, by priority (interactive, background).",
+            (*labels, "priority"),
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.queue_depth_gauge = Gauge(
             "ml_api_queue_depth",
-            "Images waiting in the batch queue.",
-            labels,
+            "Images waiting in the batch queue, by priority (interactive, background).",
+            (*labels, "priority"),
             registry=registry,
             multiprocess_mode="livesum",
         )
@@ -61,6 +61,13 @@ class InferenceMetrics:
             labels,
             registry=registry,
             multiprocess_mode="livemin",
+        )
+        self.model_instances_gauge = Gauge(
+            "ml_api_model_instances",
+            "Model instances serving the version (threads sharing one copy of the weights and one queue).",
+            labels,
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.device_fallback_gauge = Gauge(
             "ml_api_device_fallback",
@@ -93,15 +100,16 @@ class InferenceMetrics:
         self.inference_duration.labels(model, version).observe(seconds, exemplar=trace_exemplar())
         self.batch_size.labels(model, version).observe(size)
 
-    def queue_wait(self, model: str, version: str, seconds: float) -> None:
-        self.queue_wait_seconds.labels(model, version).observe(seconds, exemplar=trace_exemplar())
+    def queue_wait(self, model: str, version: str, priority: str, seconds: float) -> None:
+        self.queue_wait_seconds.labels(model, version, priority).observe(seconds, exemplar=trace_exemplar())
 
-    def queue_depth(self, model: str, version: str, depth: int) -> None:
-        self.queue_depth_gauge.labels(model, version).set(depth)
+    def queue_depth(self, model: str, version: str, priority: str, depth: int) -> None:
+        self.queue_depth_gauge.labels(model, version, priority).set(depth)
 
     # LoadObserver
-    def model_loaded(self, name: str, version: str, loaded: bool) -> None:
+    def model_loaded(self, name: str, version: str, loaded: bool, instances: int = 0) -> None:
         self.model_loaded_gauge.labels(name, version).set(1 if loaded else 0)
+        self.model_instances_gauge.labels(name, version).set(instances if loaded else 0)
 
     def device_fallback(self, fallback: bool) -> None:
         self.device_fallback_gauge.set(1 if fallback else 0)

@@ -287,3 +287,21 @@ def test_prediction_outcome_labels_come_from_the_error_codes() -> None:
         ErrorCode.OVERLOADED: "overloaded",
         ErrorCode.SHUTTING_DOWN: "overloaded",
     }
+
+
+async def test_x_request_timeout_sets_one_requests_deadline_capped_by_the_server(digit_pngs: list[bytes]) -> None:
+    upload = {"content": digit_pngs[0]}
+    async with running_app(create_app(make_settings(request_timeout_s=30))) as client:
+        short = await client.post(
+            "/api/v1/predict/upload", **upload, headers={"content-type": "image/png", "X-Request-Timeout": "0.000001"}
+        )
+        roomy = await client.post(
+            "/api/v1/predict/upload", **upload, headers={"content-type": "image/png", "X-Request-Timeout": "3600"}
+        )
+        invalid = await client.post(
+            "/api/v1/predict/upload", **upload, headers={"content-type": "image/png", "X-Request-Timeout": "-1"}
+        )
+    assert_error(short, 504, "INFERENCE_TIMEOUT")
+    assert roomy.status_code == 200  # capped at the server's 30 s, far more than it needs
+    body = assert_error(invalid, 422, "VALIDATION_ERROR")
+    assert body["details"][0]["loc"] == ["header", "x-request-timeout"]

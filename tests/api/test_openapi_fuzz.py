@@ -17,6 +17,7 @@ from tests.conftest import live_server
 
 pytestmark = pytest.mark.slow
 
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
@@ -28,6 +29,8 @@ def test_no_server_errors_and_every_response_matches_the_documented_schema() -> 
         result = subprocess.run(
             [
                 cli,
+                "--config-file",
+                str(CONFIG),
                 "run",
                 f"{base}/openapi.json",
                 "--checks",
@@ -62,6 +65,8 @@ def test_stateful_runs_over_jobs_with_api_keys_on_give_no_server_errors() -> Non
         result = subprocess.run(
             [
                 cli,
+                "--config-file",
+                str(CONFIG),
                 "run",
                 f"{base}/openapi.json",
                 "--checks",

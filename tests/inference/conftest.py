@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from service.inference.images import decode_image
-from service.inference.model import ItemResult, LoadedModel
+from service.inference.model import ItemResult, LoadedModel, RunOptions
 from service.settings import ModelSpec
 
 DIGITS = ModelSpec(name="digits", version="1", source="bundled")
@@ -32,7 +32,7 @@ def batch_of(model: LoadedModel, pngs: list[bytes]) -> torch.Tensor:
 
 def classify(model: LoadedModel, batch: torch.Tensor) -> list[ItemResult]:
     n = len(batch)
-    return model.run(batch, [5] * n, [True] * n)
+    return model.run(batch, [RunOptions(top_k=5, embed=True)] * n)
 
 
 def assert_same_results(got: list[ItemResult], expected: list[ItemResult], atol: float = 1e-5) -> None:

@@ -17,7 +17,7 @@ from service.app import create_app
 from service.inference.backends.base import NormalisedNetwork
 from service.inference.backends.eager import TorchEager
 from service.inference.backends.gate import EquivalenceGate, gate_images
-from service.inference.model import split_head
+from service.inference.model import RunOptions, split_head
 from service.inference.sources import ModelLoadError, build_network, load_model
 from tests.conftest import make_settings, running_app
 from tests.inference.conftest import DIGITS, batch_of, classify, with_backend
@@ -150,7 +150,7 @@ async def test_the_service_serves_through_a_backend_and_caches_its_export_where_
         )
     assert response.status_code == 200
     eager = load_model(DIGITS, CPU)
-    [expected] = eager.run(batch_of(eager, digit_pngs[:1]), [3], [False])
+    [expected] = eager.run(batch_of(eager, digit_pngs[:1]), [RunOptions(top_k=3)])
     served = response.json()["predictions"]
     assert [p["class_id"] for p in served] == [p.class_id for p in expected.predictions]
     assert [p["confidence"] for p in served] == pytest.approx([p.confidence for p in expected.predictions], abs=1e-5)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.inference.model import LoadedModel
+from service.inference.model import LoadedModel, RunOptions
 from service.inference.sources import build_network, load_model
 from service.settings import ModelSpec
 from tests.inference.conftest import (
@@ -69,7 +69,7 @@ def test_the_default_torch_backend_is_the_network_itself_on_normalised_images(di
     images = batch_of(model, digit_pngs[:8])
     with torch.inference_mode():
         expected = torch.softmax(network.eval()(pre.normalise(images, torch.float32)), dim=1)
-    results = model.run(images, [10] * 8, [False] * 8)
+    results = model.run(images, [RunOptions(top_k=10)] * 8)
     assert model.backend_name == "torch" and DIGITS.backend == "torch"
     for result, row in zip(results, expected, strict=True):
         assert [p.confidence for p in result.predictions] == row.sort(descending=True).values.tolist()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Sequence
 
 import pytest
 import torch
 from opentelemetry import trace
 
 from service.errors import InferenceFailed, InferenceTimeout, Overloaded
-from service.inference.batcher import DynamicBatcher
-from service.inference.model import ItemResult, LoadedModel
+from service.inference.batcher import DynamicBatcher, Priority
+from service.inference.device import ThreadBudget
+from service.inference.model import ItemResult, LoadedModel, RunOptions
 from tests.inprocess import bundled_model
 
 pytestmark = pytest.mark.anyio
@@ -62,11 +65,11 @@ async def test_max_batch_wait_collects_a_fuller_batch() -> None:
 async def test_cuda_out_of_memory_halves_the_batch_and_retries_before_failing_anyone() -> None:
     calls: list[int] = []
 
-    def fits_two(model: LoadedModel, batch: torch.Tensor, top_ks: list[int], embed: list[bool]) -> list[ItemResult]:
+    def fits_two(model: LoadedModel, batch: torch.Tensor, options: Sequence[RunOptions]) -> list[ItemResult]:
         calls.append(batch.shape[0])
         if batch.shape[0] > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated device limit)")
-        return model.run(batch, top_ks, embed)
+        return model.run(batch, options)
 
     batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=8, max_queue_size=64, run=fits_two)
     outcomes = await batcher.submit([_tensor() for _ in range(8)], deadline=time.monotonic() + 5)
@@ -76,10 +79,10 @@ async def test_cuda_out_of_memory_halves_the_batch_and_retries_before_failing_an
 
 
 async def test_a_failing_batch_fails_only_the_images_that_fail_alone() -> None:
-    def poisoned(model: LoadedModel, batch: torch.Tensor, top_ks: list[int], embed: list[bool]) -> list[ItemResult]:
+    def poisoned(model: LoadedModel, batch: torch.Tensor, options: Sequence[RunOptions]) -> list[ItemResult]:
         if (batch == 255).any():  # the poisoned image is all-white
             raise RuntimeError("kernel failure on this input")
-        return model.run(batch, top_ks, embed)
+        return model.run(batch, options)
 
     batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=8, max_queue_size=64, run=poisoned)
     images = [_tensor() for _ in range(8)]
@@ -94,10 +97,10 @@ async def test_expired_requests_are_dropped_before_inference_and_full_queue_is_r
     seen: list[int] = []
     loop = asyncio.get_running_loop()
 
-    def slow(model: LoadedModel, batch: torch.Tensor, top_ks: list[int], embed: list[bool]) -> list[ItemResult]:
+    def slow(model: LoadedModel, batch: torch.Tensor, options: Sequence[RunOptions]) -> list[ItemResult]:
         seen.append(batch.shape[0])
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
-        return model.run(batch, top_ks, embed)
+        return model.run(batch, options)
 
     batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=1, max_queue_size=2, run=slow)
     blocker = asyncio.create_task(batcher.submit([_tensor()], deadline=time.monotonic() + 10))
@@ -126,12 +129,76 @@ async def test_inference_threads_run_at_lower_priority_than_the_event_loop() -> 
 
     seen: list[int] = []
 
-    def record_nice(model: LoadedModel, batch: torch.Tensor, top_ks: list[int], embed: list[bool]) -> list[ItemResult]:
+    def record_nice(model: LoadedModel, batch: torch.Tensor, options: Sequence[RunOptions]) -> list[ItemResult]:
         seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        return model.run(batch, top_ks, embed)
+        return model.run(batch, options)
 
     batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=4, max_queue_size=8, run=record_nice, niceness=5)
     await batcher.submit([_tensor()], deadline=time.monotonic() + 5)
     await batcher.close()
     loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert seen == [min(19, loop_nice + 5)]
+
+
+async def test_instances_run_batches_side_by_side_from_one_queue() -> None:
+    """Two instances: while one runs a batch the other takes the next; both share the model object."""
+    gate = threading.Barrier(2, timeout=10)
+    running: set[int] = set()
+
+    def both_at_once(model: LoadedModel, batch: torch.Tensor, options: Sequence[RunOptions]) -> list[ItemResult]:
+        running.add(threading.get_native_id())
+        gate.wait()  # only returns once two batches are in flight at the same time
+        return model.run(batch, options)
+
+    batcher = DynamicBatcher(
+        _loaded(), tracer=TRACER, max_batch_size=1, max_queue_size=8, run=both_at_once, instances=2
+    )
+    outcomes = await asyncio.gather(*(batcher.submit([_tensor()], deadline=time.monotonic() + 10) for _ in range(2)))
+    await batcher.close()
+    assert all(isinstance(o, ItemResult) for [o] in outcomes)
+    assert len(running) == 2  # two threads, one model
+
+
+async def test_interactive_work_goes_first_and_background_work_is_never_starved() -> None:
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    def recorded(model: LoadedModel, batch: torch.Tensor, options: Sequence[RunOptions]) -> list[ItemResult]:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+        order.extend("bg" if o.top_k == 2 else "fg" for o in options)
+        return model.run(batch, options)
+
+    batcher = DynamicBatcher(_loaded(), tracer=TRACER, max_batch_size=1, max_queue_size=64, run=recorded)
+    deadline = time.monotonic() + 20
+    first = asyncio.create_task(batcher.submit([_tensor()], deadline=deadline))  # occupies the one instance
+    await asyncio.sleep(0.05)
+    background = [
+        asyncio.create_task(
+            batcher.submit([_tensor()], deadline=deadline, options=RunOptions(top_k=2), priority=Priority.BACKGROUND)
+        )
+        for _ in range(2)
+    ]
+    interactive = [asyncio.create_task(batcher.submit([_tensor()], deadline=deadline)) for _ in range(8)]
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(first, *background, *interactive)
+    await batcher.close()
+    # Interactive first, but every BACKGROUND_EVERY-th batch serves the waiting background work.
+    assert order == ["fg", "fg", "fg", "fg", "bg", "fg", "fg", "fg", "bg", "fg", "fg"]
+
+
+def test_the_thread_budget_gives_a_lone_batch_every_thread_and_splits_them_under_load() -> None:
+    before = torch.get_num_threads()
+    try:
+        budget = ThreadBudget(4)
+        assert budget.acquire() == 4  # alone: every thread, the lowest latency
+        assert budget.acquire() == 2  # two batches: two threads each
+        assert torch.get_num_threads() == 2
+        budget.release()
+        assert torch.get_num_threads() == 4
+        budget.release()
+        fixed = ThreadBudget(4, fixed=1)
+        assert (fixed.acquire(), fixed.acquire()) == (1, 1)
+    finally:
+        torch.set_num_threads(before)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -13,6 +15,7 @@ import torch
 from opentelemetry import trace
 
 from service.app import create_app
+from service.inference import device
 from service.inference.digits import DigitsCNN, bundled_weights_path
 from service.inference.registry import LoadState, ModelRegistry
 from tests.conftest import make_settings, running_app
@@ -150,6 +153,10 @@ async def test_models_endpoint_lists_every_version(client: httpx.AsyncClient) ->
                 "default": True,
                 "state": "loaded",
                 "traffic_weight": None,
+                "backend": "torch",
+                "instances": body["models"][0]["instances"],
             }
         ],
     }
+    # One instance per thread of this machine's budget (the CPU quota, else the core count).
+    assert body["models"][0]["instances"] == max(1, math.floor(device.cpu_quota() or os.cpu_count() or 1))

@@ -31,10 +31,12 @@ DOCUMENTED = {
     "http_response_size_bytes": ("summary", {"handler", "method", "status"}),
     "ml_api_inference_duration_seconds": ("histogram", {"model", "version"}),
     "ml_api_batch_size": ("histogram", {"model", "version"}),
-    "ml_api_queue_wait_seconds": ("histogram", {"model", "version"}),
-    "ml_api_queue_depth": ("gauge", {"model", "version"}),
+    "ml_api_queue_wait_seconds": ("histogram", {"model", "version", "priority"}),
+    "ml_api_queue_depth": ("gauge", {"model", "version", "priority"}),
     "ml_api_inflight_requests": ("gauge", set()),
     "ml_api_model_loaded": ("gauge", {"model", "version"}),
+    "ml_api_model_instances": ("gauge", {"model", "version"}),
+    "ml_api_device_fallback": ("gauge", set()),
     "ml_api_predictions": ("counter", {"model", "version", "outcome"}),
     "ml_api_image_decode_seconds": ("histogram", set()),
     "ml_api_jobs": ("counter", {"outcome"}),
@@ -60,7 +62,7 @@ async def _upload(client: httpx.AsyncClient, png: bytes, **headers: str) -> http
 
 
 async def test_documented_metrics_have_their_names_types_and_labels_after_traffic(digit_pngs: list[bytes]) -> None:
-    async with running_app(create_app(make_settings())) as client:
+    async with running_app(create_app(make_settings(model_instances=2))) as client:
         assert (await _upload(client, digit_pngs[0])).status_code == 200
         assert (await _upload(client, b"\x89PNG\r\n\x1a\n not really")).status_code == 400
         submitted = await client.post(
@@ -85,7 +87,11 @@ async def test_documented_metrics_have_their_names_types_and_labels_after_traffi
     assert _value(text, "ml_api_predictions_total", {**digits, "outcome": "invalid_image"}) == 1.0
     assert _value(text, "ml_api_model_loaded", digits) == 1.0
     assert _value(text, "ml_api_inflight_requests", {}) == 0.0
-    assert _value(text, "ml_api_queue_depth", digits) == 0.0
+    assert _value(text, "ml_api_queue_depth", {**digits, "priority": "interactive"}) == 0.0
+    assert _value(text, "ml_api_queue_depth", {**digits, "priority": "background"}) == 0.0
+    # The upload waited as interactive work, the async job as background work.
+    assert _value(text, "ml_api_queue_wait_seconds_count", {**digits, "priority": "background"}) == 1.0
+    assert _value(text, "ml_api_model_instances", digits) == 2.0
     assert _value(text, "ml_api_jobs_total", {"outcome": "completed"}) == 1.0
     assert _value(text, "ml_api_batch_size_sum", digits) == _value(text, "ml_api_batch_size_count", digits)
     assert _value(text, "ml_api_image_decode_seconds_count", {}) == 2.0  # successful decodes only

@@ -62,7 +62,14 @@ async def test_request_span_has_pipeline_children_and_a_linked_inference_span(di
     (inference,) = [s for s in spans if s.name == "inference"]
     assert inference.parent is None  # one batch serves many requests: links, not a parent
     assert [link.context for link in inference.links] == [request_span.context]
-    assert dict(inference.attributes) == {"ml_api.model": "digits", "ml_api.model_version": "1", "ml_api.batch_size": 1}
+    # ml_api.threads: the intra-op threads the batch ran with (a lone batch gets the whole budget).
+    assert dict(inference.attributes) == {
+        "ml_api.model": "digits",
+        "ml_api.model_version": "1",
+        "ml_api.batch_size": 1,
+        "ml_api.threads": inference.attributes["ml_api.threads"],
+    }
+    assert inference.attributes["ml_api.threads"] >= 1
 
 
 @pytest.mark.anyio

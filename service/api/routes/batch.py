@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from service.api.bodies import body_doc, json_body
-from service.api.deps import DataPlaneDep, InputsDep, RequestIdDep, ResolvedModelDep
+from service.api.deps import DataPlaneDep, InputsDep, RequestIdDep, RequestTimeoutDep, ResolvedModelDep
 from service.api.errors import IMAGE_CODES, error_body, error_responses
 from service.api.policy import BatchRoute
 from service.api.schemas import BatchRequest, BatchResponse, ErrorBody, PredictionResponse
@@ -50,8 +50,9 @@ async def predict_batch(
     dataplane: DataPlaneDep,
     inputs: InputsDep,
     request_id: RequestIdDep,
+    timeout_s: RequestTimeoutDep,
 ) -> BatchResponse:
-    outcomes = await dataplane.classify_many(_items(body, inputs), model, top_k=body.top_k)
+    outcomes = await dataplane.classify_many(_items(body, inputs), model, top_k=body.top_k, timeout_s=timeout_s)
     return BatchResponse(results=[_item(o, request_id, request.url.path) for o in outcomes])
 
 
@@ -71,8 +72,9 @@ async def predict_stream(
     dataplane: DataPlaneDep,
     inputs: InputsDep,
     request_id: RequestIdDep,
+    timeout_s: RequestTimeoutDep,
 ) -> EventSourceResponse:
-    stream = await dataplane.classify_stream(_items(body, inputs), model, top_k=body.top_k)
+    stream = await dataplane.classify_stream(_items(body, inputs), model, top_k=body.top_k, timeout_s=timeout_s)
     path = request.url.path
 
     def event(index: int, outcome: Classification | ServiceError) -> dict[str, str]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 
 from service.api.bodies import body_doc, json_body
-from service.api.deps import DataPlaneDep, InputsDep, RequestIdDep, ResolvedModelDep, TopKQuery
+from service.api.deps import DataPlaneDep, InputsDep, RequestIdDep, RequestTimeoutDep, ResolvedModelDep, TopKQuery
 from service.api.errors import IMAGE_CODES, error_responses
 from service.api.policy import PredictRoute
 from service.api.schemas import EmbedRequest, EmbedResponse, PredictionRequest, PredictionResponse
@@ -44,8 +44,9 @@ async def predict(
     dataplane: DataPlaneDep,
     inputs: InputsDep,
     request_id: RequestIdDep,
+    timeout_s: RequestTimeoutDep,
 ) -> PredictionResponse:
-    result = await dataplane.classify(inputs.source(body), model, top_k=body.top_k)
+    result = await dataplane.classify(inputs.source(body), model, top_k=body.top_k, timeout_s=timeout_s)
     return PredictionResponse.of(result, request_id)
 
 
@@ -61,9 +62,10 @@ async def predict_upload(
     inputs: InputsDep,
     model: ResolvedModelDep,
     request_id: RequestIdDep,
+    timeout_s: RequestTimeoutDep,
     top_k: TopKQuery = 5,
 ) -> PredictionResponse:
-    result = await dataplane.classify(await inputs.read_upload(request), model, top_k=top_k)
+    result = await dataplane.classify(await inputs.read_upload(request), model, top_k=top_k, timeout_s=timeout_s)
     return PredictionResponse.of(result, request_id)
 
 
@@ -80,5 +82,6 @@ async def embed(
     dataplane: DataPlaneDep,
     inputs: InputsDep,
     request_id: RequestIdDep,
+    timeout_s: RequestTimeoutDep,
 ) -> EmbedResponse:
-    return EmbedResponse.of(await dataplane.embed(inputs.source(body), model), request_id)
+    return EmbedResponse.of(await dataplane.embed(inputs.source(body), model, timeout_s=timeout_s), request_id)
