@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from service.inference.device import configure_torch_threads, select_device, select_dtype
+from service.inference.device import cpu_quota, select_device, select_dtype, torch_threads_for
 from service.inference.images import decode_image
 from service.inference.model import RunOptions
 from service.inference.sources import load_model
@@ -55,7 +55,9 @@ def measure_limit(
     backend_cache_dir: str | None = None,
     ready: Callable[[], None] | None = None,
 ) -> dict:
-    threads = configure_torch_threads(1, torch_threads)
+    # Fixed threads for the whole run (the service's ML_API_TORCH_THREADS): one instance in this process.
+    threads = torch_threads_for(1, torch_threads, cpu_quota())
+    torch.set_num_threads(threads)
     dev = select_device(device)
     dtype = select_dtype(precision, dev)
     load_started = time.perf_counter()
@@ -72,7 +74,7 @@ def measure_limit(
     load_s = time.perf_counter() - load_started
     pre = model.preprocessing
     sample = pre.to_uint8_tensor(decode_image(image, max_pixels=max_pixels, draft_size=pre.draft_size))
-    [first] = model.run(sample.unsqueeze(0), [5], [False])
+    [first] = model.run(sample.unsqueeze(0), [RunOptions()])
     top5 = [{"class_id": p.class_id, "label": p.label, "confidence": round(p.confidence, 6)} for p in first.predictions]
     if ready is not None:
         ready()
