@@ -19,13 +19,13 @@ from service.api.docs_ui import install_docs
 from service.api.errors import install_error_handlers
 from service.api.inputs import ImageInputs
 from service.api.main import include_routes
-from service.api.middleware import AccessLogMiddleware, BodyGuardMiddleware, DrainMiddleware
+from service.api.middleware import BodyGuardMiddleware, DrainMiddleware, RequestTelemetryMiddleware
 from service.api.request_id import is_valid_request_id, new_request_id
 from service.api.routes.page import install_page
 from service.api.security import install_security
 from service.dataplane.plane import DataPlane
 from service.dataplane.status import DrainState
-from service.observability.http_metrics import install_metrics
+from service.observability.http_metrics import METRICS_PATH, HttpMetrics, install_metrics_endpoint
 from service.observability.metrics import InferenceMetrics
 from service.observability.tracing import build_tracer_provider
 from service.settings import Settings, load_settings
@@ -97,20 +97,24 @@ def create_app(
     install_page(app, settings, routes)
 
     # add_middleware wraps outermost last; the OTel instrumentor wraps the whole stack. Outside in:
-    # tracing -> request ID -> metrics -> access log -> drain -> CORS/rate limit/auth -> body guard -> routes.
+    # tracing -> request ID -> access log and metrics -> drain -> CORS/rate limit/auth -> body guard -> routes.
     app.add_middleware(
         BodyGuardMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_read_timeout_s
     )
     install_security(app, settings, routes)
     app.add_middleware(DrainMiddleware, drain=drain)
-    app.add_middleware(AccessLogMiddleware)
+    http_metrics = HttpMetrics(metrics_registry) if settings.metrics_enabled else None
+    app.add_middleware(RequestTelemetryMiddleware, routes=routes, metrics=http_metrics)
     if settings.metrics_enabled:
-        install_metrics(app, metrics_registry)
-        routes.add_public_prefix("/metrics")
+        install_metrics_endpoint(app, metrics_registry)
+        routes.add_public_path(METRICS_PATH)
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=tracer_provider,
-        excluded_urls="/metrics,/health/live,/health/ready,/health/startup",
+        excluded_urls=f"{METRICS_PATH},/health/live,/health/ready,/health/startup",
+        # No child span per ASGI receive and send message: two extra spans per request that say nothing
+        # the server span does not.
+        exclude_spans=["receive", "send"],
     )
     app.add_middleware(
         CorrelationIdMiddleware,

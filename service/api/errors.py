@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.api.schemas import ErrorBody
 from service.errors import INTERNAL_ERROR_MESSAGE, ErrorCode, InvalidRequest, ServiceError
@@ -163,6 +164,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route for {request.method} {request.url.path}"
         return error_response(code, message, request.url.path, headers=dict(exc.headers or {}), status=exc.status_code)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up while sending its body: nobody will read this answer, and it is no fault here.
+        log.info("client disconnected before sending its whole body: %s %s", request.method, request.url.path)
+        return error_response(ErrorCode.BAD_REQUEST, "the client closed the connection mid-request", request.url.path)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -12,8 +12,10 @@ from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_response
+from service.api.policy import RouteTable
 from service.dataplane.status import DrainState
 from service.errors import SHUTTING_DOWN_MESSAGE, ErrorCode
+from service.observability.http_metrics import METRICS_PATH, HttpMetrics
 
 access_log = logging.getLogger("service.access")
 
@@ -118,12 +120,20 @@ class DrainMiddleware:
         await response(scope, receive, send)
 
 
-class AccessLogMiddleware:
-    """One structured line per request; routes add ``model``/``version`` through ``scope['state']``."""
+class RequestTelemetryMiddleware:
+    """Each request's access-log line and HTTP metrics, from one wrapper around the app.
 
-    def __init__(self, app: ASGIApp, skip_paths: tuple[str, ...] = ("/metrics", "/health/live")) -> None:
+    Routes add ``model``/``version`` to the line through ``scope['state']``. The handler label is the
+    route template from the route table, so a scan of random URLs cannot grow the label set.
+    """
+
+    # Probes and scrapes are too frequent to log; a failing one still is.
+    QUIET_PATHS = frozenset({METRICS_PATH, "/health/live"})
+
+    def __init__(self, app: ASGIApp, routes: RouteTable, metrics: HttpMetrics | None) -> None:
         self.app = app
-        self.skip_paths = skip_paths
+        self.routes = routes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,32 +141,42 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        response_bytes = 0
         request_id = correlation_id.get() or ""
         # The request ID on the server span: set here, inside both the tracing and request-ID layers.
         trace.get_current_span().set_attribute("http.request_id", request_id)
         state: dict[str, Any] = scope.setdefault("state", {})
 
         async def capture(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_bytes
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body":
+                response_bytes += len(message.get("body", b""))
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
-            if scope["path"] not in self.skip_paths or status >= 400:
+            path, method = scope["path"], scope["method"]
+            seconds = time.perf_counter() - started
+            if self.metrics is not None and path != METRICS_PATH:
+                declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+                request_bytes = int(declared) if declared.isdigit() else 0
+                handler = self.routes.lookup(path).template
+                self.metrics.observe(handler, method, status, seconds, request_bytes, response_bytes)
+            if path not in self.QUIET_PATHS or status >= 400:
                 client = scope.get("client")
                 access_log.info(
                     "%s %s %s",
-                    scope["method"],
-                    scope["path"],
+                    method,
+                    path,
                     status,
                     extra={
-                        "method": scope["method"],
-                        "path": scope["path"],
+                        "method": method,
+                        "path": path,
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "duration_ms": round(seconds * 1000, 3),
                         "client": f"{client[0]}:{client[1]}" if client else None,
                         "model": state.get("model"),
                         "version": state.get("model_version"),

@@ -49,28 +49,57 @@ class PublicRoute(PolicyRoute):
     policy = PUBLIC
 
 
+@dataclass(frozen=True)
+class RouteInfo:
+    """What the HTTP layer knows about a path before routing: its route template (the ``handler`` label
+    of the HTTP metrics; ``none`` for paths no route claims) and its policy."""
+
+    template: str
+    policy: RoutePolicy
+
+
+UNKNOWN = RouteInfo("none", DEFAULT)
+
+
 class RouteTable:
-    """The policy of the route a path leads to; a path no route claims gets the default (key required)."""
+    """The route a path leads to, looked up by the middleware that runs before routing (security,
+    metrics): exact paths from a dict, templated ones (``/api/v1/jobs/{job_id}``) by regex."""
 
     def __init__(self) -> None:
-        self._entries: list[tuple[re.Pattern[str], RoutePolicy]] = []
+        self._exact: dict[str, RouteInfo] = {}
+        self._patterns: list[tuple[re.Pattern[str], RouteInfo]] = []
 
     def add_router(self, router: APIRouter, prefix: str = "") -> None:
         for route in router.routes:
             if isinstance(route, PolicyRoute):
-                regex, _format, _converters = compile_path(prefix + route.path)
-                self._entries.append((regex, route.policy))
+                self._add(prefix + route.path, route.policy)
 
     def add_public_path(self, path: str) -> None:
         """Exactly ``path`` is public (``/`` as a prefix would be everything)."""
-        self._entries.append((re.compile("^" + re.escape(path) + "$"), PUBLIC))
+        self._exact[path] = RouteInfo(path, PUBLIC)
 
     def add_public_prefix(self, prefix: str) -> None:
         """Everything under ``prefix`` is public: assets and pages the app mounts outside any router."""
-        self._entries.append((re.compile("^" + re.escape(prefix) + "(/.*)?$"), PUBLIC))
+        info = RouteInfo(prefix, PUBLIC)
+        self._exact[prefix] = info
+        self._patterns.append((re.compile("^" + re.escape(prefix) + "/.*$"), info))
+
+    def _add(self, template: str, policy: RoutePolicy) -> None:
+        info = RouteInfo(template, policy)
+        if "{" not in template:
+            self._exact[template] = info
+            return
+        regex, _format, _converters = compile_path(template)
+        self._patterns.append((regex, info))
+
+    def lookup(self, path: str) -> RouteInfo:
+        info = self._exact.get(path)
+        if info is not None:
+            return info
+        for regex, candidate in self._patterns:
+            if regex.match(path):
+                return candidate
+        return UNKNOWN
 
     def policy(self, path: str) -> RoutePolicy:
-        for regex, policy in self._entries:
-            if regex.match(path):
-                return policy
-        return DEFAULT
+        return self.lookup(path).policy

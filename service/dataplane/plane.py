@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from opentelemetry.trace import Tracer
 
 from service import __version__
-from service.dataplane.sources import ImageItem, ImageSource, ImageUrl, ModelRef
+from service.dataplane.sources import Base64Image, ImageItem, ImageSource, ImageUrl, ModelRef
 from service.dataplane.status import DrainState, HealthReport, HealthStatus, ModelsReport, ModelStatus
 from service.errors import (
     INTERNAL_ERROR_MESSAGE,
@@ -35,6 +35,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 Outcome = Classification | ServiceError
+# Base64 text longer than this is decoded in a worker thread: below it decoding is cheaper than the hop.
+OFF_LOOP_CHARS = 64 * 1024
 
 
 class DataPlane:
@@ -245,7 +247,13 @@ class DataPlane:
         )
 
     async def _read(self, source: ImageSource) -> bytes:
-        return await self.fetcher.fetch(source.url) if isinstance(source, ImageUrl) else source
+        if isinstance(source, ImageUrl):
+            return await self.fetcher.fetch(source.url)
+        if isinstance(source, Base64Image):
+            if len(source.text) > OFF_LOOP_CHARS:
+                return await asyncio.to_thread(source.decode)
+            return source.decode()
+        return source
 
     async def _read_or_error(self, item: ImageItem) -> bytes | ServiceError:
         if isinstance(item, ServiceError):

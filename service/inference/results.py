@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # the client imports these types and must not need numpy
+    import numpy as np
 
 
 @dataclass(frozen=True, slots=True)

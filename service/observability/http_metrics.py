@@ -1,50 +1,53 @@
-"""HTTP metrics (prometheus-fastapi-instrumentator, route templates as labels) and ``/metrics``."""
+"""HTTP metrics by route template (recorded by the HTTP layer's telemetry middleware) and ``/metrics``.
+
+The series and labels are those prometheus-fastapi-instrumentator exposes (dashboards and alerts read
+them), recorded here without its per-request route matching: the handler label is the route template
+the HTTP layer already looked up, ``none`` for paths no route claims (no label per scanned URL).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, multiprocess
 from prometheus_client.exposition import choose_encoder
-from prometheus_fastapi_instrumentator import Instrumentator, metrics
-from prometheus_fastapi_instrumentator.metrics import Info
 
 from service.observability.metrics import HTTP_LATENCY_BUCKETS, multiprocess_dir, trace_exemplar
 
-
-def _latency_with_exemplars(registry: CollectorRegistry) -> Callable[[Info], None]:
-    """``http_request_duration_seconds{handler,method}`` with the request's trace ID as exemplar."""
-    histogram = Histogram(
-        "http_request_duration_seconds",
-        "HTTP request latency by route template.",
-        ("handler", "method"),
-        buckets=HTTP_LATENCY_BUCKETS,
-        registry=registry,
-    )
-
-    def observe(info: Info) -> None:
-        histogram.labels(info.modified_handler, info.method).observe(info.modified_duration, exemplar=trace_exemplar())
-
-    return observe
+METRICS_PATH = "/metrics"
 
 
-def install_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
-    instrumentator = Instrumentator(
-        should_group_status_codes=True,
-        should_ignore_untemplated=False,
-        should_group_untemplated=True,  # unknown paths become "none": no label per scanned URL
-        excluded_handlers=["/metrics"],
-        registry=registry,
-    )
-    instrumentator.add(metrics.requests(registry=registry))
-    instrumentator.add(metrics.request_size(registry=registry))
-    instrumentator.add(metrics.response_size(registry=registry))
-    instrumentator.add(_latency_with_exemplars(registry))
-    instrumentator.instrument(app)
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("handler", "method", "status")
+        self.requests = Counter(
+            "http_requests", "Requests by route template, method and status class.", labels, registry=registry
+        )
+        self.duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ("handler", "method"),
+            buckets=HTTP_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.request_size = Summary(
+            "http_request_size_bytes", "Request body bytes (Content-Length).", labels, registry=registry
+        )
+        self.response_size = Summary("http_response_size_bytes", "Response body bytes.", labels, registry=registry)
 
-    @app.get("/metrics", include_in_schema=False)
+    def observe(
+        self, handler: str, method: str, status: int, seconds: float, request_bytes: int, response_bytes: int
+    ) -> None:
+        status_class = f"{status // 100}xx"
+        self.requests.labels(handler, method, status_class).inc()
+        # The request's trace ID as an exemplar: a slow bucket in Grafana links to the trace.
+        self.duration.labels(handler, method).observe(seconds, exemplar=trace_exemplar())
+        self.request_size.labels(handler, method, status_class).observe(request_bytes)
+        self.response_size.labels(handler, method, status_class).observe(response_bytes)
+
+
+def install_metrics_endpoint(app: FastAPI, registry: CollectorRegistry) -> None:
+    @app.get(METRICS_PATH, include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:
         source = registry
         if multiprocess_dir():

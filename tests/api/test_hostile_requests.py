@@ -35,6 +35,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "ML_API_MAX_BODY_BYTES": str(CAP),
         "ML_API_BODY_READ_TIMEOUT_S": "1",
         "ML_API_MAX_CONNECTIONS": "40",
+        "ML_API_URL_FETCH_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
     }
     with server("uvicorn", env, tmp_path_factory.mktemp("small") / "stderr.log") as srv:
         yield srv
@@ -63,6 +64,9 @@ class ProbeWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        deadline = time.monotonic() + 10
+        while not self.latencies and time.monotonic() < deadline:  # at least one probe overlapped
+            time.sleep(0.01)
         self._stop.set()
         self._thread.join(timeout=10)
 
@@ -222,3 +226,57 @@ async def test_an_unknown_model_is_404_before_the_body_or_any_url_is_read(tmp_pa
                 response = await client.post(path, json={"image_url": f"{host}/a.png"})
                 assert_error(response, 404, "MODEL_NOT_FOUND")
     assert served == []
+
+
+HOSTILE = Path(__file__).resolve().parent.parent / "data" / "hostile"
+
+
+def _hostile_requests(image_host_base: str) -> list[tuple[str, str, dict[str, str], bytes | str]]:
+    """(label, path, headers, body) of every hostile input the service must answer cheaply: each committed
+    hostile sample (refused, or decoded despite malformed metadata, as expected.json says), hostile JSON,
+    a decompression bomb behind a URL, a chunked body over the cap."""
+    expected = json.loads((HOSTILE / "expected.json").read_text())
+    requests: list[tuple[str, str, dict[str, str], bytes | str]] = [
+        (f"upload {name}", "/api/v1/predict/upload", {"Content-Type": "image/png"}, (HOSTILE / name).read_bytes())
+        for name in sorted(expected)
+    ]
+    json_headers = {"Content-Type": "application/json"}
+    requests += [
+        ("deep nesting", "/api/v1/predict", json_headers, b"[" * 100_000 + b"]" * 100_000),
+        ("400000 items", "/api/v1/predict/batch", json_headers, b'{"images": [' + b",".join([b"1"] * 400_000) + b"]}"),
+        (
+            "gzip bomb URL",
+            "/api/v1/predict",
+            json_headers,
+            json.dumps({"image_url": f"{image_host_base}/bomb.png"}).encode(),
+        ),
+        ("chunked over the cap", "/api/v1/predict", json_headers, json.dumps({"image_base64": "A" * 2 * CAP})),
+    ]
+    return requests
+
+
+def test_probes_stay_fast_while_every_hostile_input_is_refused(small: Server) -> None:
+    import gzip
+
+    from tests.imagehost import image_host
+
+    bomb = gzip.compress(gzip.compress(bytes(64 << 20), compresslevel=9), compresslevel=9)
+    routes = {"/bomb.png": (200, {"Content-Type": "image/png", "Content-Encoding": "gzip, gzip"}, bomb)}
+    decodable = {
+        f"upload {n}" for n, e in json.loads((HOSTILE / "expected.json").read_text()).items() if e["outcome"] == "ok"
+    }
+    worst: dict[str, float] = {}
+    with image_host(routes) as host:
+        for label, path, headers, body in _hostile_requests(host):
+            raw = body.encode() if isinstance(body, str) else body
+            with ProbeWatch(small.base) as probes:
+                content = chunked(raw) if label == "chunked over the cap" else raw
+                response = httpx.post(f"{small.base}{path}", content=content, headers=headers, timeout=60)
+            if label in decodable:
+                assert response.status_code == 200, (label, response.text[:300])
+            else:
+                assert 400 <= response.status_code < 500, (label, response.status_code, response.text[:300])
+                assert response.json()["error"], label
+            worst[label] = probes.worst_ms
+    slow = {label: ms for label, ms in worst.items() if ms >= 200}
+    assert not slow, f"/health/live took 200 ms or more while refusing: {slow}"

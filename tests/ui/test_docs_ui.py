@@ -47,7 +47,7 @@ def test_swagger_ui_renders_the_operations_and_schemas_from_loopback_only(
     upload.locator(".opblock-summary-control").click()
     upload.locator("table.parameters").wait_for()
     names = upload.locator("tr[data-param-name]").evaluate_all("rows => rows.map(r => r.dataset.paramName)")
-    assert sorted(names) == ["model", "model_version", "top_k"]
+    assert sorted(names) == ["model", "model_version", "top_k", "x-request-timeout"]
     assert upload.locator(".opblock-section-request-body").is_visible()
     codes = upload.locator("tr.response[data-code]").evaluate_all("rows => rows.map(r => r.dataset.code)")
     assert {"200", "400", "404", "413", "415", "422", "503"} <= set(codes)

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from service.api.bodies import body_doc, json_body
-from service.api.deps import DataPlaneDep, InputsDep, RequestIdDep, RequestTimeoutDep, ResolvedModelDep
+from service.api.deps import PredictCallDep
 from service.api.errors import IMAGE_CODES, error_body, error_responses
+from service.api.inputs import ImageInputs
 from service.api.policy import BatchRoute
 from service.api.schemas import BatchRequest, BatchResponse, ErrorBody, PredictionResponse
 from service.dataplane.sources import ImageItem
@@ -21,7 +22,7 @@ from service.inference.results import Classification
 router = APIRouter(tags=["predict"], route_class=BatchRoute, responses=error_responses(*IMAGE_CODES))
 
 
-def _items(body: BatchRequest, inputs: InputsDep) -> list[ImageItem]:
+def _items(body: BatchRequest, inputs: ImageInputs) -> list[ImageItem]:
     items: list[ImageItem] = []
     for image in body.images:
         try:
@@ -44,16 +45,11 @@ def _item(outcome: Classification | ServiceError, request_id: str, path: str) ->
     openapi_extra=body_doc(BatchRequest),
 )
 async def predict_batch(
-    model: ResolvedModelDep,
-    body: Annotated[BatchRequest, json_body(BatchRequest)],
-    request: Request,
-    dataplane: DataPlaneDep,
-    inputs: InputsDep,
-    request_id: RequestIdDep,
-    timeout_s: RequestTimeoutDep,
+    call: PredictCallDep, body: Annotated[BatchRequest, json_body(BatchRequest)], request: Request
 ) -> BatchResponse:
-    outcomes = await dataplane.classify_many(_items(body, inputs), model, top_k=body.top_k, timeout_s=timeout_s)
-    return BatchResponse(results=[_item(o, request_id, request.url.path) for o in outcomes])
+    items = _items(body, call.inputs)
+    outcomes = await call.dataplane.classify_many(items, call.model, top_k=body.top_k, timeout_s=call.timeout_s)
+    return BatchResponse(results=[_item(o, call.request_id, request.url.path) for o in outcomes])
 
 
 @router.post(
@@ -66,16 +62,11 @@ async def predict_batch(
     openapi_extra=body_doc(BatchRequest),
 )
 async def predict_stream(
-    model: ResolvedModelDep,
-    body: Annotated[BatchRequest, json_body(BatchRequest)],
-    request: Request,
-    dataplane: DataPlaneDep,
-    inputs: InputsDep,
-    request_id: RequestIdDep,
-    timeout_s: RequestTimeoutDep,
+    call: PredictCallDep, body: Annotated[BatchRequest, json_body(BatchRequest)], request: Request
 ) -> EventSourceResponse:
-    stream = await dataplane.classify_stream(_items(body, inputs), model, top_k=body.top_k, timeout_s=timeout_s)
-    path = request.url.path
+    items = _items(body, call.inputs)
+    stream = await call.dataplane.classify_stream(items, call.model, top_k=body.top_k, timeout_s=call.timeout_s)
+    path, request_id = request.url.path, call.request_id
 
     def event(index: int, outcome: Classification | ServiceError) -> dict[str, str]:
         if isinstance(outcome, ServiceError):

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 
 from service.api.bodies import body_doc, json_body
-from service.api.deps import DataPlaneDep, InputsDep, RequestIdDep, RequestTimeoutDep, ResolvedModelDep, TopKQuery
+from service.api.deps import PredictCallDep, TopKQuery
 from service.api.errors import IMAGE_CODES, error_responses
 from service.api.policy import PredictRoute
 from service.api.schemas import EmbedRequest, EmbedResponse, PredictionRequest, PredictionResponse
@@ -39,15 +39,12 @@ UPLOAD_BODY: dict[str, Any] = {
     openapi_extra=body_doc(PredictionRequest),
 )
 async def predict(
-    model: ResolvedModelDep,
-    body: Annotated[PredictionRequest, json_body(PredictionRequest)],
-    dataplane: DataPlaneDep,
-    inputs: InputsDep,
-    request_id: RequestIdDep,
-    timeout_s: RequestTimeoutDep,
+    call: PredictCallDep, body: Annotated[PredictionRequest, json_body(PredictionRequest)]
 ) -> PredictionResponse:
-    result = await dataplane.classify(inputs.source(body), model, top_k=body.top_k, timeout_s=timeout_s)
-    return PredictionResponse.of(result, request_id)
+    result = await call.dataplane.classify(
+        call.inputs.source(body), call.model, top_k=body.top_k, timeout_s=call.timeout_s
+    )
+    return PredictionResponse.of(result, call.request_id)
 
 
 @router.post(
@@ -56,17 +53,10 @@ async def predict(
     summary="Classify an uploaded image (multipart 'file' or a raw image/* body)",
     openapi_extra=UPLOAD_BODY,
 )
-async def predict_upload(
-    request: Request,
-    dataplane: DataPlaneDep,
-    inputs: InputsDep,
-    model: ResolvedModelDep,
-    request_id: RequestIdDep,
-    timeout_s: RequestTimeoutDep,
-    top_k: TopKQuery = 5,
-) -> PredictionResponse:
-    result = await dataplane.classify(await inputs.read_upload(request), model, top_k=top_k, timeout_s=timeout_s)
-    return PredictionResponse.of(result, request_id)
+async def predict_upload(request: Request, call: PredictCallDep, top_k: TopKQuery = 5) -> PredictionResponse:
+    image = await call.inputs.read_upload(request)
+    result = await call.dataplane.classify(image, call.model, top_k=top_k, timeout_s=call.timeout_s)
+    return PredictionResponse.of(result, call.request_id)
 
 
 @router.post(
@@ -76,12 +66,6 @@ async def predict_upload(
     responses=error_responses(*IMAGE_CODES, ErrorCode.EMBEDDING_NOT_SUPPORTED),
     openapi_extra=body_doc(EmbedRequest),
 )
-async def embed(
-    model: ResolvedModelDep,
-    body: Annotated[EmbedRequest, json_body(EmbedRequest)],
-    dataplane: DataPlaneDep,
-    inputs: InputsDep,
-    request_id: RequestIdDep,
-    timeout_s: RequestTimeoutDep,
-) -> EmbedResponse:
-    return EmbedResponse.of(await dataplane.embed(inputs.source(body), model, timeout_s=timeout_s), request_id)
+async def embed(call: PredictCallDep, body: Annotated[EmbedRequest, json_body(EmbedRequest)]) -> EmbedResponse:
+    embedding = await call.dataplane.embed(call.inputs.source(body), call.model, timeout_s=call.timeout_s)
+    return EmbedResponse.of(embedding, call.request_id)
