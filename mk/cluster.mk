@@ -1,4 +1,4 @@
-# kind dev loop and cluster e2e (issue 7). The logic lives in k8s/e2e/cluster.sh, shared with the e2e
+# kind dev loop and cluster e2e. The logic lives in k8s/e2e/cluster.sh, shared with the e2e
 # fixtures; DRY_RUN=1 prints every kind/kubectl/helm/skaffold/docker invocation instead of running it.
 CLUSTER ?= ml-api
 CLUSTER_SH := k8s/e2e/cluster.sh

@@ -1,4 +1,4 @@
-# Observability (issue 6): dashboards as code, alert rules, the monitoring stack for kind.
+# Observability: dashboards as code, alert rules, the monitoring stack for kind.
 # Chart versions are pinned here; k8s/observability/*.yaml hold the values, docs/observability.md the steps.
 OBS_DIR := k8s/observability
 OBS_NAMESPACE ?= monitoring

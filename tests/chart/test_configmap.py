@@ -47,18 +47,19 @@ def test_config_change_changes_the_checksum(default_docs: list[dict[str, Any]], 
 
 
 @pytest.mark.parametrize(
-    ("sets", "threads"),
+    ("sets", "threads", "instances"),
     [
-        ([], "2"),
-        (["resources.limits.cpu=1500m"], "1"),
-        (["resources.limits.cpu=500m"], "1"),
-        (["resources.limits.cpu=8", "config.workers=2"], "4"),
-        (["config.torchThreads=3"], "3"),
-        (["resources.limits.cpu=null"], "0"),
+        ([], "0", "0"),  # adaptive: the service reads the CPU limit from its cgroup
+        (["resources.limits.cpu=8", "config.workers=2"], "0", "0"),
+        (["config.torchThreads=3"], "3", "0"),
+        (["config.modelInstances=2"], "0", "2"),
     ],
 )
-def test_torch_threads_match_the_cpu_limit(helm: str, sets: list[str], threads: str) -> None:
-    assert configmap_data(render(sets=sets))["ML_API_TORCH_THREADS"] == threads
+def test_threads_and_instances_are_adaptive_unless_pinned(
+    helm: str, sets: list[str], threads: str, instances: str
+) -> None:
+    data = configmap_data(render(sets=sets))
+    assert (data["ML_API_TORCH_THREADS"], data["ML_API_MODEL_INSTANCES"]) == (threads, instances)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -107,32 +107,11 @@ Usage: include "ml-api.image" (dict "image" .Values.image "context" $)
 {{- end }}
 
 {{/*
-CPU quantity in millicores ("2" -> 2000, "1500m" -> 1500, 0.5 -> 500); 0 when unset.
-*/}}
-{{- define "ml-api.cpuMillis" -}}
-{{- $cpu := toString (default "" .) }}
-{{- if eq $cpu "" }}0
-{{- else if hasSuffix "m" $cpu }}{{ trimSuffix "m" $cpu | int64 }}
-{{- else }}{{ mulf (float64 $cpu) 1000 | floor | int64 }}
-{{- end }}
-{{- end }}
-
-{{/*
-Intra-op torch threads: the explicit setting, else the CPU limit shared between workers (at least 1),
-else 0 so the service reads cgroup cpu.max itself. Matching the limit avoids CPU throttling from
-torch spawning one thread per host core (kserve#1031).
+Intra-op torch threads: the explicit setting pins them; empty is 0, adaptive: the service reads its
+CPU quota from the container's cgroup (cpu.max) and shares it among workers and model instances.
 */}}
 {{- define "ml-api.torchThreads" -}}
-{{- if ne (toString .Values.config.torchThreads) "" }}
-{{- .Values.config.torchThreads | int }}
-{{- else }}
-{{- $limits := default dict .Values.resources.limits }}
-{{- $millis := include "ml-api.cpuMillis" (get $limits "cpu") | int64 }}
-{{- if gt $millis 0 }}
-{{- $workers := max 1 (int .Values.config.workers) }}
-{{- max 1 (div (div $millis 1000) $workers) }}
-{{- else }}0{{- end }}
-{{- end }}
+{{- if ne (toString .Values.config.torchThreads) "" }}{{ .Values.config.torchThreads | int }}{{ else }}0{{ end }}
 {{- end }}
 
 {{/*
