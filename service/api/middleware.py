@@ -103,8 +103,11 @@ class DrainMiddleware:
     request accepted before SIGTERM (e.g. still uploading its body) is never failed by the drain.
     """
 
-    # Liveness, startup, the health summary and metrics keep answering while the pod drains.
-    PASS_PATHS = frozenset({"/health/live", "/health/startup", "/health", "/metrics"})
+    # Liveness, startup, the health summary and metrics keep answering while the pod drains; the v2
+    # probes answer for themselves (503 {"ready": false} is the protocol's, not an error body).
+    PASS_PATHS = frozenset(
+        {"/health/live", "/health/startup", "/health", "/metrics", "/v2/health/live", "/v2/health/ready"}
+    )
 
     def __init__(self, app: ASGIApp, drain: DrainState) -> None:
         self.app = app
