@@ -1,7 +1,7 @@
 """The Open Inference Protocol's semantics over the data plane, shared by the REST and gRPC front ends.
 
 A request names one input (``service/oip/model.py``): encoded images go through the data plane's
-``classify_many`` as ``/api/v1`` images do, preprocessed ones through ``classify_arrays``; both are
+``classify_many`` as the images of the v1 API do, preprocessed ones through ``classify_arrays``; both are
 batched with every other request of the model version. The protocol has no per-image errors, so
 the first image that fails fails the request, with that image's error.
 """
@@ -156,7 +156,7 @@ def _all_or_first_error(results: Sequence[Classification | ServiceError]) -> lis
 def _output(requested: RequestedOutput, results: Sequence[Classification]) -> OutputTensor:
     binary = bool(requested.binary)
     if requested.classification:
-        # The same top classes /api/v1 returns; Triton writes the score with printf's %f.
+        # The same top classes the v1 API returns; Triton writes the score with printf's %f.
         rows = [
             [f"{p.confidence:f}:{p.class_id}:{p.label}".encode() for p in r.predictions[: requested.classification]]
             for r in results

@@ -2,7 +2,7 @@
 
 Inputs (a request sends exactly one of them):
 - ``image`` BYTES ``[-1]``: encoded image files (JPEG, PNG, ...), one per element; the server decodes
-  and preprocesses them as ``/api/v1`` does.
+  and preprocesses them as the v1 API does.
 - ``image_uint8`` UINT8 ``[-1, H, W, C]``: images already resized and cropped, pixel values 0..255.
 - ``image_fp32`` FP32 ``[-1, C, H, W]``: the same, normalised with the published ``mean``/``std``.
 Output ``probabilities`` FP32 ``[-1, classes]``; with ``classification: k`` it is BYTES ``[-1, k]``
