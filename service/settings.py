@@ -158,6 +158,11 @@ class Settings(BaseSettings):
         description="port of the Open Inference Protocol's gRPC service (with `grpc.health.v1` and reflection), "
         "served by the same process as HTTP; `0` turns gRPC off; several workers share it (`SO_REUSEPORT`)",
     )
+    grpc_max_connection_age_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        300,
+        description="a gRPC connection is closed (GOAWAY; calls in flight get `ML_API_SHUTDOWN_GRACE_S` to "
+        "finish) after this long, so clients re-resolve and reach pods added since; `0` = never",
+    )
 
     # Batching and limits
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="images per model batch")

@@ -1,10 +1,12 @@
 """The gRPC server: ``inference.GRPCInferenceService``, ``grpc.health.v1`` and reflection on one port,
 in the HTTP server's process and event loop, over the same data plane.
 
-Lifecycle (``service/app.py``): started after the data plane, stopped before it. On SIGTERM the drain
-flag flips first: within ``HEALTH_POLL_S`` health answers NOT_SERVING (what Kubernetes' gRPC probes
-read), new calls get UNAVAILABLE, calls in flight go on; once the HTTP server has drained,
-``stop`` waits for the calls still running for what is left of the grace period.
+Lifecycle (``service/app.py``): started after the data plane, stopped before it. Health: the server
+("") and ``inference.GRPCInferenceService`` are SERVING only while ready, like /health/ready;
+``liveness`` is SERVING while the process serves, like /health/live. On SIGTERM the drain flag flips
+first: within ``HEALTH_POLL_S`` health answers NOT_SERVING (what Kubernetes' gRPC probes read), new
+calls get UNAVAILABLE, calls in flight go on; once the HTTP server has drained, ``stop`` waits for
+the calls still running for what is left of the grace period.
 
 Several gunicorn workers each run this server on the same port with ``SO_REUSEPORT``: the kernel
 spreads incoming connections over them (a connection, and every call on it, stays with one worker).
@@ -37,10 +39,24 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = inference_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# The health "service" a liveness probe asks about: SERVING while the process serves gRPC, whether the
+# model is loaded or the pod drains (as /health/live never depends on either).
+LIVENESS = "liveness"
 # How often health follows readiness (model loaded, not draining).
 HEALTH_POLL_S = 0.1
 # Responses are small (probabilities of a batch); requests are capped at the HTTP body limit.
 MAX_SEND_BYTES = 64 * 1024 * 1024
+
+
+def connection_age(settings: Settings) -> list[tuple[str, int]]:
+    """A connection lives at most this long, so a client re-resolving a headless Service's name finds
+    pods added since (one connection is one pod, docs/chart.md); calls in flight get the grace period."""
+    if not settings.grpc_max_connection_age_s:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_s * 1000)),
+    ]
 
 
 def bind_address(host: str, port: int) -> str:
@@ -67,6 +83,7 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
                 ("grpc.max_send_message_length", MAX_SEND_BYTES),
                 ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+                *connection_age(settings),
             ],
             maximum_concurrent_rpcs=settings.max_connections,
         )
@@ -86,6 +103,7 @@ class GrpcServer:
         except RuntimeError as exc:  # grpc raises a bare RuntimeError for a port it cannot bind
             raise RuntimeError(f"gRPC: cannot listen on {address} (ML_API_GRPC_PORT): {exc}") from None
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
         self._health_task = asyncio.get_running_loop().create_task(self._follow_readiness(), name="grpc-health")
         log.info("gRPC listening on %s", bind_address(self.settings.host, bound))

@@ -53,6 +53,7 @@ async def test_health_is_serving_when_ready_and_not_serving_once_draining() -> N
         watch.cancel()
         assert (first.status, second.status) == (SERVING, NOT_SERVING)
         assert await _health(health) == NOT_SERVING
+        assert await _health(health, "liveness") == SERVING  # a draining pod is alive
         ready = await g.stub.ServerReady(pb.ServerReadyRequest(), timeout=5)
         live = await g.stub.ServerLive(pb.ServerLiveRequest(), timeout=5)
         assert (ready.ready, live.live) == (False, True)
@@ -69,6 +70,7 @@ async def test_health_is_not_serving_while_the_model_cannot_serve() -> None:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # three health polls after the failed load
         assert await _health(health) == NOT_SERVING
+        assert await _health(health, "liveness") == SERVING
         assert (await g.stub.ServerReady(pb.ServerReadyRequest(), timeout=5)).ready is False
         ready = await g.http.get("/v2/health/ready")
         assert (ready.status_code, ready.json()) == (503, {"ready": False})
@@ -162,3 +164,29 @@ async def test_draining_refuses_new_calls_and_lets_calls_in_flight_finish(digit_
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert refused.value.details() == "the server is shutting down"
     assert finished.outputs[0].name == "probabilities"
+
+
+async def _state_after(channel: grpc.aio.Channel, seconds: float) -> grpc.ChannelConnectivity:
+    deadline = time.monotonic() + seconds
+    state = channel.get_state(try_to_connect=False)
+    while time.monotonic() < deadline and state == grpc.ChannelConnectivity.READY:
+        await asyncio.sleep(0.05)
+        state = channel.get_state(try_to_connect=False)
+    return state
+
+
+async def test_connections_are_closed_after_the_maximum_age_and_the_client_reconnects() -> None:
+    async with grpc_app(grpc_max_connection_age_s=0.5) as g:
+        assert (await g.stub.ServerLive(pb.ServerLiveRequest(), timeout=5)).live is True
+        assert g.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
+        # The server's GOAWAY (age 0.5 s, plus gRPC's up to 10 % jitter) leaves the channel idle.
+        assert await _state_after(g.channel, 3.0) == grpc.ChannelConnectivity.IDLE
+        # The next call opens a new connection: what lets a client re-resolve and reach new pods.
+        assert (await g.stub.ServerLive(pb.ServerLiveRequest(), timeout=5)).live is True
+        assert g.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
+
+
+async def test_connections_live_on_when_the_maximum_age_is_zero() -> None:
+    async with grpc_app(grpc_max_connection_age_s=0) as g:
+        assert (await g.stub.ServerLive(pb.ServerLiveRequest(), timeout=5)).live is True
+        assert await _state_after(g.channel, 2.0) == grpc.ChannelConnectivity.READY
