@@ -150,10 +150,12 @@ ENV HOME=/tmp \
     TRITON_CACHE_DIR=/tmp/triton \
     TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor \
     ML_API_HOST=0.0.0.0 \
-    ML_API_PORT=8000
+    ML_API_PORT=8000 \
+    ML_API_GRPC_PORT=8081
 USER 10001:10001
 WORKDIR /tmp
-EXPOSE 8000
+# HTTP (/api/v1, /v2, /metrics, probes) and the Open Inference Protocol over gRPC.
+EXPOSE 8000 8081
 # Docker's own health status (Kubernetes ignores it and uses the chart's probes on the same paths).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('ML_API_PORT', '8000')}/health/ready\", timeout=4)"]

@@ -71,7 +71,7 @@ def _container_target() -> Iterator[Target]:
     except ContainerUnavailable as exc:
         pytest.skip(f"container target: {exc}")
     with run_container(image) as running:
-        yield Target("container", running.base_url, logs=running.logs)
+        yield Target("container", running.base_url, running.grpc_target, logs=running.logs)
 
 
 def _kind_target(request: pytest.FixtureRequest) -> Iterator[Target]:
@@ -87,7 +87,7 @@ def _url_target() -> Iterator[Target]:
     if not base_url:
         pytest.skip("url target needs E2E_BASE_URL, e.g. http://127.0.0.1:8000 after make port-forward")
     wait_ready(base_url, timeout_s=30)
-    yield Target("url", base_url)
+    yield Target("url", base_url, os.environ.get("E2E_GRPC_TARGET", ""))
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ Usage from a test (pytest or not)::
         pytest.skip(str(exc))
     with run_container(image, env={"ML_API_LOG_LEVEL": "DEBUG"}) as c:
         httpx.get(f"{c.base_url}/health/ready")
+        c.grpc_target                       # host:port of the image's gRPC server (8081 inside)
         c.time_to_ready_s                   # seconds from `docker run` to the first 200 on /health/ready
         c.logs()                            # stdout + stderr so far
         code = c.stop(signal.SIGTERM)       # send a signal, wait for the exit, return the exit code
@@ -19,7 +20,7 @@ label differs from the hash of the build inputs (Dockerfile, .dockerignore, pypr
 README.md, service/, weights/, the constraints written from .venv, the build args and the base
 image ID), so repeated test runs reuse it. ``run_container`` always runs with ``--read-only
 --tmpfs /tmp --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges`` and publishes
-port 8000 on 127.0.0.1 only, on a port Docker picks.
+port 8000 (HTTP) and 8081 (gRPC) on 127.0.0.1 only, on ports Docker picks.
 
 The build inputs and their hash are ``scripts/image_inputs.py``'s (``make image`` runs it too).
 """
@@ -45,6 +46,7 @@ from scripts.image_inputs import HASH_LABEL, REPO, build_args_from_env, inputs_h
 
 DEFAULT_IMAGE = os.environ.get("ML_API_IMAGE", "ml-api:local")
 CONTAINER_PORT = 8000
+GRPC_CONTAINER_PORT = 8081
 
 
 class ContainerUnavailable(RuntimeError):
@@ -169,6 +171,7 @@ class RunningContainer:
     base_url: str
     host_port: int
     started_at: float  # time.monotonic() just before `docker run`
+    grpc_target: str = ""  # 127.0.0.1:<published port of 8081>
     time_to_ready_s: float | None = None
     _exit_code: int | None = field(default=None, repr=False)
 
@@ -234,6 +237,11 @@ def run_container(
     return _run(image, env or {}, ready_timeout_s, wait_ready, extra_args, memory)
 
 
+def _published(cid: str, port: int) -> int:
+    line = _docker("port", cid, f"{port}/tcp").stdout.strip().splitlines()[0]
+    return int(line.rsplit(":", 1)[1])
+
+
 @contextlib.contextmanager
 def _run(
     image: str,
@@ -261,6 +269,8 @@ def _run(
         # Docker picks a free host port; loopback only, never a routable address.
         "--publish",
         f"127.0.0.1::{CONTAINER_PORT}",
+        "--publish",
+        f"127.0.0.1::{GRPC_CONTAINER_PORT}",
         *(["--memory", memory] if memory else []),
     ]
     for k, v in env.items():
@@ -270,9 +280,9 @@ def _run(
     cid = _docker(*args, timeout=120).stdout.strip()
     container = None
     try:
-        port_line = _docker("port", cid, f"{CONTAINER_PORT}/tcp").stdout.strip().splitlines()[0]
-        host_port = int(port_line.rsplit(":", 1)[1])
-        container = RunningContainer(cid, name, f"http://127.0.0.1:{host_port}", host_port, started)
+        host_port = _published(cid, CONTAINER_PORT)
+        grpc_target = f"127.0.0.1:{_published(cid, GRPC_CONTAINER_PORT)}"
+        container = RunningContainer(cid, name, f"http://127.0.0.1:{host_port}", host_port, started, grpc_target)
         if wait_ready:
             container.wait_ready(ready_timeout_s)
         yield container

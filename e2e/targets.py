@@ -4,7 +4,8 @@ A target is a running ml-api reached over HTTP on loopback:
 - ``container``: the image (``make image``) run by Docker, hardened, on 127.0.0.1 (e2e/container.py);
 - ``kind``: the chart installed on a kind cluster by ``k8s/e2e/cluster.sh up`` (= ``make up``),
   reached through ``kubectl port-forward`` (e2e/kind.py);
-- ``url``: any deployment already reachable at ``E2E_BASE_URL`` (e.g. after ``make port-forward``).
+- ``url``: any deployment already reachable at ``E2E_BASE_URL`` (e.g. after ``make port-forward``),
+  and over gRPC at ``E2E_GRPC_TARGET`` (host:port) when that is set.
 Select with ``E2E_TARGETS=container,kind`` or ``pytest --e2e-targets=...``.
 """
 
@@ -39,10 +40,12 @@ def selected_targets(option: str | None) -> list[str]:
 @dataclass
 class Target:
     """A running service. ``refresh`` re-establishes the path to it (a port-forward that died when
-    its pod was replaced) before each test; ``logs`` is for failure reports."""
+    its pod was replaced) before each test; ``logs`` is for failure reports. ``grpc_target`` is the
+    host:port of its gRPC server, "" where the target does not reach one."""
 
     name: str
     base_url: str
+    grpc_target: str = ""
     logs: Callable[[], str] = field(default=lambda: "")
     refresh: Callable[[], None] = field(default=lambda: None)
 

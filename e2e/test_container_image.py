@@ -114,15 +114,16 @@ def _exec(c: RunningContainer, *argv: str) -> subprocess.CompletedProcess[str]:
 # Image metadata
 
 
-def test_image_config_runs_gunicorn_as_uid_10001_on_port_8000(built: BuildResult) -> None:
+def test_image_config_runs_gunicorn_as_uid_10001_on_port_8000_and_grpc_on_8081(built: BuildResult) -> None:
     config = _inspect(built.tag)["Config"]
     assert config["User"] == "10001:10001"
-    assert config["ExposedPorts"] == {"8000/tcp": {}}
+    assert config["ExposedPorts"] == {"8000/tcp": {}, "8081/tcp": {}}
     assert config["Cmd"] == ["gunicorn", "-c", "python:service.gunicorn_conf", "service.app:create_app()"]
     assert config["Entrypoint"] is None  # exec-form CMD: gunicorn itself is PID 1
     env = dict(e.split("=", 1) for e in config["Env"])
     assert env["HOME"] == "/tmp"
     assert env["TORCH_HOME"] == "/opt/weights"
+    assert env["ML_API_GRPC_PORT"] == "8081"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert config["Healthcheck"]["Test"][0] == "CMD"
 
@@ -231,6 +232,22 @@ def test_health_endpoints_answer(server: RunningContainer) -> None:
     assert httpx.get(f"{server.base_url}/health/live").json() == {"status": "alive"}
     assert httpx.get(f"{server.base_url}/health/ready").json() == {"status": "ready"}
     assert httpx.get(f"{server.base_url}/health/startup").status_code == 200
+
+
+def test_grpc_on_8081_is_serving_with_health_and_reflection(server: RunningContainer) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "inference.GRPCInferenceService", "liveness"):
+            response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        (answer,) = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for s in answer.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
 
 
 def test_classifies_a_digit(server: RunningContainer) -> None:

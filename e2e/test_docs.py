@@ -21,7 +21,7 @@ def manual_call_blocks() -> list[str]:
 
 def test_readme_has_manual_call_blocks() -> None:
     blocks = manual_call_blocks()
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     assert all("curl" in block for block in blocks)
 
 
@@ -47,7 +47,7 @@ def test_manual_calls_in_the_docs_work_against_the_target(target: Target, tmp_pa
             f"block {number} failed ({proc.returncode}):\n{block}\n{proc.stdout}\n{proc.stderr}"
         )
         outputs.append(proc.stdout)
-    health, predict, stream_and_job, errors_and_metrics = outputs
+    health, predict, stream_and_job, errors_and_metrics, v2 = outputs
     assert '{"status":"ready"}' in health
     assert '"name":"digits"' in health
     # Three transports, each with the 3 on top.
@@ -61,3 +61,6 @@ def test_manual_calls_in_the_docs_work_against_the_target(target: Target, tmp_pa
     assert '"error":"JOB_NOT_FOUND"' in errors_and_metrics
     assert '"request_id":"docs-example-1"' in errors_and_metrics
     assert re.search(r'^ml_api_predictions_total\{.*outcome="success".*\} [1-9]', errors_and_metrics, re.M)
+    assert '{"ready":true}' in v2
+    assert '"inputs":[{"name":"image","datatype":"BYTES","shape":[-1]}' in v2
+    assert re.search(r'"datatype":"BYTES","shape":\[1,2\],"data":\["[0-9.]+:3:3",', v2), v2

@@ -27,6 +27,7 @@ from service.dataplane.plane import DataPlane
 from service.dataplane.status import DrainState
 from service.observability.http_metrics import METRICS_PATH, HttpMetrics, install_metrics_endpoint
 from service.observability.metrics import InferenceMetrics
+from service.observability.protocols import ProtocolMetrics
 from service.observability.tracing import build_tracer_provider
 from service.settings import Settings, load_settings
 from service.signals import drain_on_sigterm
@@ -51,6 +52,7 @@ def create_app(
     tracer_provider = tracer_provider or build_tracer_provider()
     metrics_registry = metrics_registry or CollectorRegistry(auto_describe=True)
     inference_metrics = InferenceMetrics(metrics_registry)
+    protocol_metrics = ProtocolMetrics(metrics_registry)
     drain = DrainState()
 
     @contextlib.asynccontextmanager
@@ -63,11 +65,22 @@ def create_app(
         await dataplane.start()
         drain.draining = False
         restore_signals = drain_on_sigterm(drain)
+        grpc_server = None
+        if settings.grpc_port:
+            # Imported here: grpc loads only where it is served.
+            from service.grpc.server import GrpcServer
+
+            grpc_server = GrpcServer(settings, dataplane, tracer_provider=tracer_provider, metrics=protocol_metrics)
+            await grpc_server.start()
+        app.state.grpc_server = grpc_server
         try:
             yield
         finally:
-            # Uvicorn has already stopped accepting and waited for in-flight requests here.
+            # Uvicorn has already stopped accepting and waited for in-flight requests here; gRPC calls
+            # in flight get what is left of the grace period, then the data plane closes.
             restore_signals()
+            if grpc_server is not None:
+                await grpc_server.stop()
             await dataplane.close()
             with contextlib.suppress(Exception):
                 tracer_provider.force_flush(timeout_millis=2000)
@@ -86,6 +99,7 @@ def create_app(
     app.state.settings = settings
     app.state.inputs = ImageInputs(settings.max_body_bytes)
     app.state.inference_metrics = inference_metrics
+    app.state.protocol_metrics = protocol_metrics
     app.state.metrics_registry = metrics_registry
     app.state.tracer_provider = tracer_provider
     app.state.drain = drain
@@ -104,7 +118,12 @@ def create_app(
     install_security(app, settings, routes)
     app.add_middleware(DrainMiddleware, drain=drain)
     http_metrics = HttpMetrics(metrics_registry) if settings.metrics_enabled else None
-    app.add_middleware(RequestTelemetryMiddleware, routes=routes, metrics=http_metrics)
+    app.add_middleware(
+        RequestTelemetryMiddleware,
+        routes=routes,
+        metrics=http_metrics,
+        protocol_metrics=protocol_metrics if settings.metrics_enabled else None,
+    )
     if settings.metrics_enabled:
         install_metrics_endpoint(app, metrics_registry)
         routes.add_public_path(METRICS_PATH)

@@ -119,6 +119,12 @@ class JobNotFound(ServiceError):
     code = ErrorCode.JOB_NOT_FOUND
 
 
+class InvalidTensor(ServiceError):
+    """An Open Inference Protocol request whose tensors do not fit the model (name, datatype, shape, data)."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
 class InvalidRequest(ServiceError):
     """A request field the schema could not check (e.g. too many batch items for this server's limit).
 

@@ -153,6 +153,16 @@ class Settings(BaseSettings):
     # Server
     host: str = Field("0.0.0.0", description="bind address")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="bind port")
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8081,
+        description="port of the Open Inference Protocol's gRPC service (with `grpc.health.v1` and reflection), "
+        "served by the same process as HTTP; `0` turns gRPC off; several workers share it (`SO_REUSEPORT`)",
+    )
+    grpc_max_connection_age_s: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        300,
+        description="a gRPC connection is closed (GOAWAY; calls in flight get `ML_API_SHUTDOWN_GRACE_S` to "
+        "finish) after this long, so clients re-resolve and reach pods added since; `0` = never",
+    )
 
     # Batching and limits
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="images per model batch")
@@ -292,6 +302,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"ML_API_TRAFFIC_SPLIT names unknown model/version: {model} {sorted(unknown)}")
             if sum(split.values()) <= 0:
                 raise ValueError(f"ML_API_TRAFFIC_SPLIT for {model!r} has no positive weight")
+        if self.grpc_port == self.port:
+            raise ValueError(f"ML_API_GRPC_PORT={self.grpc_port} is the HTTP port (ML_API_PORT): use another or 0")
         if self.jobs_backend == "redis" and self.redis_url is None:
             raise ValueError("ML_API_JOBS_BACKEND=redis needs ML_API_REDIS_URL")
         return self

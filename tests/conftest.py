@@ -68,8 +68,9 @@ def digit_pngs(digits: tuple[np.ndarray, np.ndarray]) -> list[bytes]:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings from explicit values only: the developer's environment and .env never leak in."""
-    return Settings(_env_file=None, log_format="text", **overrides)
+    """Settings from explicit values only: the developer's environment and .env never leak in. gRPC is off
+    unless a test asks for it (``grpc_port=free_port()``): apps of parallel test runs share the machine."""
+    return Settings(_env_file=None, log_format="text", **{"grpc_port": 0, **overrides})
 
 
 @contextlib.asynccontextmanager
@@ -114,6 +115,7 @@ def live_server(env: dict[str, str] | None = None, timeout: float = 60.0) -> Ite
         **{k: v for k, v in os.environ.items() if not k.startswith(("ML_API_", "OTEL_"))},
         "ML_API_HOST": "127.0.0.1",
         "ML_API_PORT": str(port),
+        "ML_API_GRPC_PORT": str(free_port()),
         "ML_API_LOG_FORMAT": "json",
         **(env or {}),
     }

@@ -27,12 +27,16 @@ class Server:
         self.kind = kind
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # Every server also serves gRPC, on a port of its own (``grpc_target``), unless env says 0.
+        self.grpc_port = int(env.get("ML_API_GRPC_PORT") or free_port())
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
         self.env = {
             # The developer's own settings and exporters never leak in.
             **{k: v for k, v in os.environ.items() if not k.startswith(("ML_API_", "OTEL_", "PROMETHEUS_"))},
             "ML_API_HOST": "127.0.0.1",
             "ML_API_PORT": str(self.port),
+            "ML_API_GRPC_PORT": str(self.grpc_port),
             "ML_API_LOG_FORMAT": "json",
             **env,
         }

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from scripts import settings_doc
 from service.observability.metrics import InferenceMetrics
+from service.observability.protocols import ProtocolMetrics
 from service.settings import Settings
 from tests.conftest import ROOT
 
@@ -31,8 +32,10 @@ def test_every_setting_has_a_row_with_its_description() -> None:
 def test_every_metric_and_span_is_documented() -> None:
     registry = CollectorRegistry()
     InferenceMetrics(registry)
+    ProtocolMetrics(registry)
     names = {metric.name for metric in registry.collect()}
-    names = {f"{n}_total" if n in ("ml_api_predictions", "ml_api_jobs") else n for n in names}
+    counters = ("ml_api_predictions", "ml_api_jobs", "ml_api_protocol_requests")
+    names = {f"{n}_total" if n in counters else n for n in names}
     names |= {
         "http_requests_total",
         "http_request_duration_seconds",
@@ -41,5 +44,5 @@ def test_every_metric_and_span_is_documented() -> None:
     }
     for name in sorted(names):
         assert f"`{name}`" in DOC, name
-    for span in ("decode", "preprocess", "queue_wait", "inference", "http.request_id"):
+    for span in ("decode", "preprocess", "queue_wait", "inference", "http.request_id", "rpc.request_id"):
         assert f"`{span}`" in DOC, span

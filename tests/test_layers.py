@@ -46,7 +46,36 @@ def test_the_http_layer_never_imports_torch_or_the_inference_internals(path: Pat
     assert offending(path, ("torch", "torchvision", "service.inference"), allowed=("service.inference.results",)) == []
 
 
-@pytest.mark.parametrize("path", modules("inference", "jobs", "dataplane"), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", modules("inference", "jobs", "dataplane", "oip"), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_the_core_and_the_protocol_never_import_grpc(path: Path) -> None:
+    assert offending(path, ("grpc", "grpc_health", "grpc_reflection", "grpc_status", "service.grpc")) == []
+
+
+@pytest.mark.parametrize("path", modules("oip"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_protocol_layer_is_neither_http_nor_torch(path: Path) -> None:
+    """service/oip is the Open Inference Protocol without a transport: both front ends build on it."""
+    forbidden = ("fastapi", "starlette", "service.api", "torch", "torchvision", "service.inference")
+    assert offending(path, forbidden, allowed=("service.inference.results",)) == []
+
+
+@pytest.mark.parametrize("path", modules("grpc"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_grpc_front_end_never_imports_torch_the_inference_internals_or_the_http_layer(path: Path) -> None:
+    # The request-ID rule is the contract's, kept with the HTTP layer that had it first.
+    forbidden = ("torch", "torchvision", "service.inference", "fastapi", "starlette", "service.api")
+    allowed = ("service.inference.results", "service.api.request_id")
+    assert offending(path, forbidden, allowed=allowed) == []
+
+
+@pytest.mark.parametrize("path", modules("api"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_http_layer_never_imports_the_grpc_front_end(path: Path) -> None:
+    assert offending(path, ("grpc", "service.grpc")) == []
+
+
+@pytest.mark.parametrize(
+    "path", modules("inference", "jobs", "dataplane", "oip", "grpc"), ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_no_http_path_outside_the_http_layer(path: Path) -> None:
     assert "/api/v1" not in path.read_text()
 
@@ -57,6 +86,7 @@ def test_the_plain_result_types_load_without_torch() -> None:
 
     code = (
         "import sys; import service.api.schemas, service.dataplane.sources, service.dataplane.status, "
+        "service.dataplane.description, service.oip.types, service.oip.tensors, service.oip.model, "
         "service.jobs.base, service.errors; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

@@ -98,6 +98,11 @@ def error_body(
     )
 
 
+def is_v2_path(path: str) -> bool:
+    """Under the Open Inference Protocol's prefix, whose errors are ``{"error": "<message>"}``."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
 def error_response(
     code: ErrorCode,
     message: str,
@@ -107,6 +112,10 @@ def error_response(
     details: list[dict[str, Any]] | None = None,
     status: int | None = None,
 ) -> JSONResponse:
+    if is_v2_path(path):
+        # The same status as anywhere else, except that the protocol has no 422: a bad request is a 400.
+        v2_status = 400 if code is ErrorCode.VALIDATION_ERROR else status or STATUS_BY_CODE[code]
+        return JSONResponse({"error": message}, status_code=v2_status, headers=headers)
     return JSONResponse(
         error_body(code, message, path, details).model_dump(mode="json", exclude_none=True),
         status_code=status or STATUS_BY_CODE[code],
@@ -150,12 +159,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(
-            ErrorCode.VALIDATION_ERROR,
-            "the request failed validation",
-            request.url.path,
-            details=_validation_details(exc),
-        )
+        details = _validation_details(exc)
+        message = "the request failed validation"
+        if is_v2_path(request.url.path) and details:  # no details field there: the message says what
+            message += f": {'.'.join(details[0]['loc'])}: {details[0]['msg']}"
+        return error_response(ErrorCode.VALIDATION_ERROR, message, request.url.path, details=details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,8 +6,11 @@ from fastapi import FastAPI
 
 from service.api.policy import RouteTable
 from service.api.routes import batch, health, jobs, models, predict
+from service.api.v2 import routes as v2
 
 API_PREFIX = "/api/v1"
+# The Open Inference Protocol v2 (its paths are fixed by the protocol).
+V2_PREFIX = "/v2"
 
 # Probes and the health summary live at the root, where the chart's probes and the contract put them.
 _ROUTERS = (
@@ -16,6 +19,7 @@ _ROUTERS = (
     (API_PREFIX, jobs.router),
     (API_PREFIX, models.router),
     ("", health.router),
+    *((V2_PREFIX, router) for router in v2.ROUTERS),
 )
 
 

@@ -11,11 +11,12 @@ from asgi_correlation_id import correlation_id
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_response
+from service.api.errors import error_response, is_v2_path
 from service.api.policy import RouteTable
 from service.dataplane.status import DrainState
 from service.errors import SHUTTING_DOWN_MESSAGE, ErrorCode
 from service.observability.http_metrics import METRICS_PATH, HttpMetrics
+from service.observability.protocols import ProtocolMetrics, outcome_of_status
 
 access_log = logging.getLogger("service.access")
 
@@ -105,8 +106,11 @@ class DrainMiddleware:
     request accepted before SIGTERM (e.g. still uploading its body) is never failed by the drain.
     """
 
-    # Liveness, startup, the health summary and metrics keep answering while the pod drains.
-    PASS_PATHS = frozenset({"/health/live", "/health/startup", "/health", "/metrics"})
+    # Liveness, startup, the health summary and metrics keep answering while the pod drains; the v2
+    # probes answer for themselves (503 {"ready": false} is the protocol's, not an error body).
+    PASS_PATHS = frozenset(
+        {"/health/live", "/health/startup", "/health", "/metrics", "/v2/health/live", "/v2/health/ready"}
+    )
 
     def __init__(self, app: ASGIApp, drain: DrainState) -> None:
         self.app = app
@@ -121,7 +125,8 @@ class DrainMiddleware:
 
 
 class RequestTelemetryMiddleware:
-    """Each request's access-log line and HTTP metrics, from one wrapper around the app.
+    """Each request's access-log line, HTTP metrics and per-protocol inference series, from one wrapper
+    around the app (one wrapper, not three: each layer costs every request its own closure and awaits).
 
     Routes add ``model``/``version`` to the line through ``scope['state']``. The handler label is the
     route template from the route table, so a scan of random URLs cannot grow the label set.
@@ -129,11 +134,20 @@ class RequestTelemetryMiddleware:
 
     # Probes and scrapes are too frequent to log; a failing one still is.
     QUIET_PATHS = frozenset({METRICS_PATH, "/health/live"})
+    # The route classes (service/api/policy.py) counted as inference requests in the protocol series.
+    INFERENCE_CLASSES = frozenset({"predict", "batch"})
 
-    def __init__(self, app: ASGIApp, routes: RouteTable, metrics: HttpMetrics | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: RouteTable,
+        metrics: HttpMetrics | None,
+        protocol_metrics: ProtocolMetrics | None = None,
+    ) -> None:
         self.app = app
         self.routes = routes
         self.metrics = metrics
+        self.protocol_metrics = protocol_metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,6 +155,7 @@ class RequestTelemetryMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        responded = False
         response_bytes = 0
         request_id = correlation_id.get() or ""
         # The request ID on the server span: set here, inside both the tracing and request-ID layers.
@@ -148,23 +163,32 @@ class RequestTelemetryMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
 
         async def capture(message: Message) -> None:
-            nonlocal status, response_bytes
+            nonlocal status, responded, response_bytes
             if message["type"] == "http.response.start":
                 status = message["status"]
+                responded = True
             elif message["type"] == "http.response.body":
                 response_bytes += len(message.get("body", b""))
             await send(message)
 
+        failed = False
         try:
             await self.app(scope, receive, capture)
+        except BaseException:
+            failed = True
+            raise
         finally:
             path, method = scope["path"], scope["method"]
             seconds = time.perf_counter() - started
             if self.metrics is not None and path != METRICS_PATH:
                 declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
                 request_bytes = int(declared) if declared.isdigit() else 0
-                handler = self.routes.lookup(path).template
-                self.metrics.observe(handler, method, status, seconds, request_bytes, response_bytes)
+                route = self.routes.lookup(path)
+                self.metrics.observe(route.template, method, status, seconds, request_bytes, response_bytes)
+                if self.protocol_metrics is not None and route.policy.rate_class in self.INFERENCE_CLASSES:
+                    # No response and no exception: the client went away first (nginx's 499).
+                    outcome = outcome_of_status(status if responded or failed else 499)
+                    self.protocol_metrics.observe("v2-rest" if is_v2_path(path) else "v1", outcome, seconds)
             if path not in self.QUIET_PATHS or status >= 400:
                 client = scope.get("client")
                 access_log.info(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import logging
 import math
@@ -19,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_response
 from service.api.policy import RouteTable
+from service.apikeys import matching_key, presented_key, tenant_of
 from service.errors import ErrorCode
 from service.settings import Network, Settings
 
@@ -40,11 +39,6 @@ def _header_lines(scope: Scope, name: bytes) -> list[str]:
     return [bytes(value).decode("latin-1") for key, value in scope.get("headers") or [] if key == name]
 
 
-def tenant_of(key: bytes) -> str:
-    """A stable, non-secret name for the holder of an API key: what scopes their idempotency keys."""
-    return hashlib.sha256(key).hexdigest()[:16]
-
-
 class ApiKeyMiddleware:
     def __init__(self, app: ASGIApp, keys: Sequence[bytes], routes: RouteTable) -> None:
         self.app = app
@@ -52,16 +46,8 @@ class ApiKeyMiddleware:
         self.routes = routes
 
     def _matching_key(self, scope: Scope) -> bytes | None:
-        presented = _header(scope, b"x-api-key")
-        authorization = _header(scope, b"authorization")
-        if presented is None and authorization and authorization[:7].lower() == "bearer ":
-            presented = authorization[7:].strip()
-        if not presented:
-            return None
-        candidate = presented.encode()
-        # compare_digest against every key (no early exit) so timing reveals neither key nor index.
-        matches = [hmac.compare_digest(candidate, key) for key in self.keys]
-        return next((key for key, ok in zip(self.keys, matches, strict=True) if ok), None)
+        presented = presented_key(_header(scope, b"x-api-key"), _header(scope, b"authorization"))
+        return matching_key(presented, self.keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.routes.policy(scope["path"]).public:

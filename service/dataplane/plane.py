@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence, Sized
 
+import numpy as np
+import torch
 from opentelemetry.trace import Tracer
 
 from service import __version__
+from service.dataplane.description import ModelDescription
 from service.dataplane.sources import Base64Image, ImageItem, ImageSource, ImageUrl, ModelRef
 from service.dataplane.status import DrainState, HealthReport, HealthStatus, ModelsReport, ModelStatus
 from service.errors import (
@@ -17,6 +20,7 @@ from service.errors import (
     InferenceFailed,
     InvalidRequest,
     JobNotFound,
+    ModelNotFound,
     ModelNotLoaded,
     ServiceError,
     ShuttingDown,
@@ -175,15 +179,26 @@ class DataPlane:
         return outcome
 
     async def classify_many(
-        self, items: Sequence[ImageItem], model: ModelRef, *, top_k: int = 5, timeout_s: float | None = None
+        self,
+        items: Sequence[ImageItem],
+        model: ModelRef,
+        *,
+        top_k: int = 5,
+        timeout_s: float | None = None,
+        probabilities: bool = False,
     ) -> list[Outcome]:
-        """Classify several images as one batch submission; each item fails on its own."""
+        """Classify several images as one batch submission; each item fails on its own. ``probabilities``
+        adds every class's probability to each result."""
         deadline = self.deadline(timeout_s)
         self._check_count(items)
         resolved = self.resolve(model)
         read = await asyncio.gather(*(self._read_or_error(item) for item in items))
         images = [item for item in read if isinstance(item, bytes)]
-        classified = iter(await self._classify(images, resolved, top_k=top_k, deadline=deadline) if images else [])
+        classified = iter(
+            await self._classify(images, resolved, top_k=top_k, deadline=deadline, probabilities=probabilities)
+            if images
+            else []
+        )
         return [next(classified) if isinstance(item, bytes) else item for item in read]
 
     async def classify_stream(
@@ -227,7 +242,7 @@ class DataPlane:
         assert resolved.name is not None and resolved.version is not None
         return await self.pipeline.embed(data, model=resolved.name, version=resolved.version, deadline=deadline)
 
-    def _check_count(self, items: Sequence[ImageItem]) -> None:
+    def _check_count(self, items: Sized) -> None:
         limit = self.settings.max_batch_items
         if len(items) > limit:
             raise InvalidRequest(f"at most {limit} images per request", field=("images",), kind="too_long")
@@ -240,10 +255,17 @@ class DataPlane:
         top_k: int,
         deadline: float,
         priority: Priority = Priority.INTERACTIVE,
+        probabilities: bool = False,
     ) -> list[Outcome]:
         assert model.name is not None and model.version is not None
         return await self.pipeline.classify(
-            images, model=model.name, version=model.version, top_k=top_k, deadline=deadline, priority=priority
+            images,
+            model=model.name,
+            version=model.version,
+            top_k=top_k,
+            deadline=deadline,
+            priority=priority,
+            probabilities=probabilities,
         )
 
     async def _read(self, source: ImageSource) -> bytes:
@@ -262,6 +284,85 @@ class DataPlane:
             return await self._read(item)
         except ServiceError as exc:
             return exc
+
+    # Preprocessed images and model descriptions (the Open Inference Protocol front ends) -------
+
+    async def classify_arrays(
+        self,
+        images: np.ndarray,
+        model: ModelRef,
+        *,
+        top_k: int = 5,
+        timeout_s: float | None = None,
+        probabilities: bool = False,
+    ) -> list[Outcome]:
+        """Classify images a client preprocessed itself: a uint8 NCHW array of the model's input size,
+        one batch submission; each image fails on its own (e.g. a wrong size)."""
+        deadline = self.deadline(timeout_s)
+        self._check_count(images)
+        resolved = self.resolve(model)
+        assert resolved.name is not None and resolved.version is not None
+        # from_numpy shares the client's buffer; the batcher stacks the images into a new batch anyway.
+        tensors = [torch.from_numpy(np.ascontiguousarray(image)) for image in images]
+        return await self.pipeline.classify_tensors(
+            tensors,
+            model=resolved.name,
+            version=resolved.version,
+            top_k=top_k,
+            probabilities=probabilities,
+            deadline=deadline,
+        )
+
+    async def describe(self, ref: ModelRef) -> ModelDescription:
+        """The version ``ref`` names (unversioned: the one most unversioned requests are served by),
+        loaded first if it is not yet: its classes, backend and preprocessing."""
+        name, version = self._published_version(ref)
+        entry = await self.registry.get(name, version)
+        assert entry.model is not None
+        pre = entry.model.preprocessing
+        return ModelDescription(
+            name=name,
+            version=version,
+            versions=tuple(self.settings.versions_of(name)),
+            labels=tuple(entry.model.labels),
+            backend=entry.model.backend_name,
+            input_size=pre.crop_size,
+            resize_size=pre.resize_size,
+            mean=tuple(pre.mean),
+            std=tuple(pre.std),
+            interpolation=pre.interpolation,
+            channels=pre.channels,
+        )
+
+    def model_ready(self, ref: ModelRef) -> bool:
+        """Whether every version a request naming ``ref`` can be served by is loaded (unversioned: each
+        version the A/B split gives traffic, or the newest), and the process is not draining."""
+        name, version = self._published_version(ref)
+        split = self.settings.traffic_split.get(name) if ref.version is None else None
+        reachable = {v for v, weight in split.items() if weight > 0} if split else {version}
+        loaded = {
+            entry.spec.version
+            for entry in self.registry.entries()
+            if entry.spec.name == name and entry.state is LoadState.LOADED
+        }
+        return reachable <= loaded and not self.drain.draining and self.pipeline.accepting
+
+    def _published_version(self, ref: ModelRef) -> tuple[str, str]:
+        """(name, version) of ``ref`` without drawing from the A/B split: the heaviest split version
+        (the last listed of equal weights), else the newest. Raises ModelNotFound."""
+        name = ref.name or self.settings.default_model
+        versions = self.settings.versions_of(name)
+        if not versions:
+            raise ModelNotFound(f"model {name!r} is not registered")
+        if ref.version is not None:
+            if ref.version not in versions:
+                raise ModelNotFound(f"model {name!r} has no version {ref.version!r}")
+            return name, ref.version
+        split = self.settings.traffic_split.get(name)
+        if split:
+            heaviest = max(split.values())
+            return name, [v for v in versions if split.get(v) == heaviest][-1]
+        return name, versions[-1]
 
     # Jobs -----------------------------------------------------------------------------------
 

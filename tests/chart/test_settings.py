@@ -39,6 +39,7 @@ def test_service_accepts_the_rendered_settings(case_docs: CaseDocs, case: str, m
         monkeypatch.setenv(key, value)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.port == 8000
+    assert settings.grpc_port == int(env["ML_API_GRPC_PORT"]) in (0, 8081)
     assert settings.max_batch_size == int(env["ML_API_MAX_BATCH_SIZE"])
     assert settings.torch_threads == int(env["ML_API_TORCH_THREADS"])
     assert settings.shutdown_grace_s == float(env["ML_API_SHUTDOWN_GRACE_S"])
@@ -59,6 +60,7 @@ def test_helm_test_script_passes_against_a_server_with_the_chart_settings(case_d
     env = {k: v for k, v in container_env(docs).items() if k.startswith("ML_API_")}
     env.pop("ML_API_HOST")
     env.pop("ML_API_PORT")
+    env.pop("ML_API_GRPC_PORT")  # live_server picks a free one: the chart's 8081 may be taken here
     pod = one(docs, "Pod")
     container = pod["spec"]["containers"][0]
     assert container["command"] == ["/bin/sh", "-ec"]
@@ -109,6 +111,7 @@ def test_notes_commands_work_against_a_server_with_the_chart_settings(case_docs:
     env = {k: v for k, v in container_env(case_docs("default")).items() if k.startswith("ML_API_")}
     env.pop("ML_API_HOST")
     env.pop("ML_API_PORT")
+    env.pop("ML_API_GRPC_PORT")  # live_server picks a free one: the chart's 8081 may be taken here
     with live_server(env=env) as base:
         outputs = []
         for command in commands:

@@ -110,6 +110,7 @@ class ServiceProcess:
             **{k: v for k, v in os.environ.items() if not k.startswith(("ML_API_", "OTEL_"))},
             "ML_API_HOST": "127.0.0.1",
             "ML_API_PORT": str(self.port),
+            "ML_API_GRPC_PORT": "0",  # replicas run side by side here; the job tests need no gRPC
             "ML_API_LOG_FORMAT": "text",
             "ML_API_SHUTDOWN_GRACE_S": "5",
             **env,

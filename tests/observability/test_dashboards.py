@@ -22,6 +22,11 @@ MODEL_LABELLED = {
     "ml_api_predictions_total",
     "ml_api_model_loaded",
 }
+# Metrics with a protocol label: their panels must honour the `protocol` variable.
+PROTOCOL_LABELLED = {
+    "ml_api_protocol_requests_total",
+    "ml_api_protocol_request_duration_seconds_bucket",
+}
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +99,15 @@ def test_datasource_is_a_variable_and_no_uid_is_hard_coded(overview: dict[str, A
             assert target["datasource"] == DATASOURCE_REF, (panel["title"], target["refId"])
 
 
-def test_namespace_release_and_model_variables_default_to_all_matching_absent_labels(overview: dict[str, Any]) -> None:
+def test_namespace_release_model_and_protocol_variables_default_to_all_matching_absent_labels(
+    overview: dict[str, Any],
+) -> None:
     variables = {v["name"]: v for v in overview["templating"]["list"]}
-    assert list(variables) == ["datasource", "namespace", "release", "model"]
-    for name in ("namespace", "release", "model"):
+    assert list(variables) == ["datasource", "namespace", "release", "model", "protocol"]
+    assert variables["protocol"]["query"]["query"] == (
+        'label_values(ml_api_protocol_requests_total{namespace=~"$namespace", job=~"$release"}, protocol)'
+    )
+    for name in ("namespace", "release", "model", "protocol"):
         variable = variables[name]
         assert variable["type"] == "query"
         assert variable["datasource"] == DATASOURCE_REF
@@ -115,6 +125,8 @@ def test_every_query_is_scoped_by_namespace_and_release(overview: dict[str, Any]
             assert 'job=~"$release"' in expr or 'horizontalpodautoscaler=~"$release"' in expr, (panel["title"], expr)
             if metric_names(expr) & MODEL_LABELLED:
                 assert expr.count('model=~"$model"') == len(re.findall(r"ml_api_[a-z_]+\{", expr)), expr
+            if metric_names(expr) & PROTOCOL_LABELLED:
+                assert expr.count('protocol=~"$protocol"') == len(re.findall(r"ml_api_[a-z_]+\{", expr)), expr
 
 
 def test_issue_panels_are_present(overview: dict[str, Any]) -> None:
@@ -129,6 +141,9 @@ def test_issue_panels_are_present(overview: dict[str, Any]) -> None:
         "Inference time per batch (p50/p95/p99)",
         "Queue wait (p50/p95/p99)",
         "Predictions by outcome",
+        "Inference requests by protocol",
+        "Server error ratio by protocol",
+        "Latency by protocol (p50/p95/p99)",
         "Replicas vs HPA desired",
         "CPU usage per pod",
         "Memory working set per pod",
@@ -145,6 +160,7 @@ def test_latency_panels_request_exemplars_and_show_p50_p95_p99(overview: dict[st
     panels = {p["title"]: p for p in iter_panels(overview["panels"])}
     for title in (
         "Latency by route (p50/p95/p99)",
+        "Latency by protocol (p50/p95/p99)",
         "Inference time per batch (p50/p95/p99)",
         "Queue wait (p50/p95/p99)",
     ):
@@ -157,6 +173,21 @@ def test_latency_panels_request_exemplars_and_show_p50_p95_p99(overview: dict[st
         ]
     route = panels["Latency by route (p50/p95/p99)"]["targets"][0]["expr"]
     assert "sum by (le, handler) (rate(http_request_duration_seconds_bucket{" in route
+    protocol = panels["Latency by protocol (p50/p95/p99)"]["targets"][0]["expr"]
+    assert "sum by (le, protocol) (rate(ml_api_protocol_request_duration_seconds_bucket{" in protocol
+
+
+def test_protocol_panels_break_inference_down_by_protocol(overview: dict[str, Any]) -> None:
+    panels = {p["title"]: p for p in iter_panels(overview["panels"])}
+    (requests,) = panels["Inference requests by protocol"]["targets"]
+    assert requests["expr"] == (
+        "sum by (protocol, outcome) (rate(ml_api_protocol_requests_total"
+        '{namespace=~"$namespace", job=~"$release", protocol=~"$protocol"}[$__rate_interval]))'
+    )
+    assert requests["legendFormat"] == "{{protocol}} {{outcome}}"
+    (ratio,) = panels["Server error ratio by protocol"]["targets"]
+    assert 'outcome=~"error|unavailable|timeout"' in ratio["expr"]
+    assert ratio["expr"].count("sum by (protocol)") == 3
 
 
 def test_gpu_panels_sit_in_a_collapsed_row(overview: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ second (exemplar storage on, the chart's alert rules loaded) with two jobs:
   ServiceMonitor's Kubernetes service discovery adds. prometheus-adapter needs these to map series
   to pods, so its rule is checked against this job.
 
-Traffic goes through every endpoint class, errors included. Then each dashboard query (template
+Traffic goes through every endpoint class, errors included, and through every inference protocol
+(`/api/v1`, `/v2` REST, gRPC ModelInfer on the service's own gRPC port). Then each dashboard query (template
 variables replaced by their "All" value `.*`, and again with the release pinned to the plain job),
 each recording and alerting rule, and the adapter rule are evaluated through /api/v1/query. Each
 must parse; each that reads only the service's own metrics must return data; each that reads a
@@ -32,10 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import yaml
 
+from service.grpc.proto import inference_v2_pb2 as pb
+from service.grpc.proto.inference_v2_pb2_grpc import GRPCInferenceServiceStub
+from service.oip.tensors import serialize_bytes
 from service.training.digits_data import digit_png, load_split
 from tests.observability.promql_sources import (
     ALERTS_FILE,
@@ -69,8 +74,14 @@ SCRAPE_TIMEOUT_S = 60.0
 # Substitutions for the dashboard template variables: Grafana's "All" (`.*`), and the release pinned
 # to the plain scrape job, which proves the queries work where namespace/pod labels are absent.
 VARIABLE_SETS = {
-    "all": {"namespace": ".*", "release": ".*", "model": ".*", "datasource": "prometheus"},
-    "plain-release": {"namespace": ".*", "release": PLAIN_JOB, "model": ".*", "datasource": "prometheus"},
+    "all": {"namespace": ".*", "release": ".*", "model": ".*", "protocol": ".*", "datasource": "prometheus"},
+    "plain-release": {
+        "namespace": ".*",
+        "release": PLAIN_JOB,
+        "model": ".*",
+        "protocol": ".*",
+        "datasource": "prometheus",
+    },
 }
 
 
@@ -112,6 +123,10 @@ class Traffic:
     """What the test sent, to check Prometheus saw exactly that."""
 
     statuses: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (method, route, status) -> n
+    protocols: dict[tuple[str, str], int] = field(default_factory=dict)  # (protocol, outcome) -> n
+
+    def inference(self, protocol: str, outcome: str) -> None:
+        self.protocols[(protocol, outcome)] = self.protocols.get((protocol, outcome), 0) + 1
 
     def record(self, method: str, route: str, response: httpx.Response, expected: int) -> httpx.Response:
         assert response.status_code == expected, (
@@ -144,12 +159,44 @@ class Stack:
         return body
 
 
-def _drive_traffic(client: httpx.Client, pngs: list[bytes]) -> Traffic:
+def _v2_infer(png: bytes) -> dict[str, Any]:
+    return {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(png).decode()]}]}
+
+
+def _grpc_infer(stub: GRPCInferenceServiceStub, png: bytes, model: str = "digits") -> grpc.StatusCode:
+    request = pb.ModelInferRequest(model_name=model, raw_input_contents=[serialize_bytes([png])])
+    request.inputs.add(name="image", datatype="BYTES", shape=[1])
+    try:
+        stub.ModelInfer(request, timeout=30)
+    except grpc.RpcError as exc:
+        return exc.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+def _drive_traffic(client: httpx.Client, stub: GRPCInferenceServiceStub, pngs: list[bytes]) -> Traffic:
     traffic = Traffic()
     b64 = [base64.b64encode(png).decode() for png in pngs]
     for round_no in range(ROUNDS):
         one = {"image_base64": b64[round_no]}
         many = {"images": [{"image_base64": b} for b in b64[:4]]}
+        # The same image over each protocol, and one request each that the client got wrong.
+        traffic.record(
+            "POST", "/v2/models/{name}/infer", client.post("/v2/models/digits/infer", json=_v2_infer(pngs[0])), 200
+        )
+        traffic.inference("v2-rest", "success")
+        traffic.record(
+            "POST",
+            "/v2/models/{name}/infer",
+            client.post(
+                "/v2/models/digits/infer", json={"inputs": [{**_v2_infer(pngs[0])["inputs"][0], "name": "px"}]}
+            ),
+            400,
+        )
+        traffic.inference("v2-rest", "invalid")
+        assert _grpc_infer(stub, pngs[round_no]) == grpc.StatusCode.OK
+        traffic.inference("v2-grpc", "success")
+        assert _grpc_infer(stub, pngs[round_no], model="no-such-model") == grpc.StatusCode.NOT_FOUND
+        traffic.inference("v2-grpc", "invalid")
         traffic.record("POST", "/api/v1/predict", client.post("/api/v1/predict", json=one), 200)
         traffic.record(
             "POST",
@@ -213,13 +260,14 @@ def _metric_names_exposed(service_url: str) -> set[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("live-prometheus")
-    service_port, prometheus_port = _free_port(), _free_port()
+    service_port, prometheus_port, grpc_port = _free_port(), _free_port(), _free_port()
     service_url = f"http://127.0.0.1:{service_port}"
     prometheus_url = f"http://127.0.0.1:{prometheus_port}"
     env = {
         **os.environ,
         "ML_API_HOST": "127.0.0.1",
         "ML_API_PORT": str(service_port),
+        "ML_API_GRPC_PORT": str(grpc_port),
         "ML_API_LOG_LEVEL": "WARNING",
     }
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "PROMETHEUS_MULTIPROC_DIR"):
@@ -287,8 +335,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         started = time.time()
         pngs = [digit_png(image) for image in load_split()[2][:8]]
-        with httpx.Client(base_url=service_url, timeout=30) as client:
-            traffic = _drive_traffic(client, pngs)
+        with (
+            httpx.Client(base_url=service_url, timeout=30) as client,
+            grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+        ):
+            traffic = _drive_traffic(client, GRPCInferenceServiceStub(channel), pngs)
         embeds = traffic.statuses[("POST", "/api/v1/embed", 200)]
 
         def scraped_everything() -> float | None:
@@ -423,6 +474,23 @@ def test_prometheus_saw_every_endpoint_class_including_errors(stack: Stack) -> N
     by_outcome = {r["metric"]["outcome"]: float(r["value"][1]) for r in outcomes}
     assert by_outcome.get("success", 0) > 0
     assert by_outcome.get("invalid_image", 0) >= ROUNDS
+
+
+def test_prometheus_counts_inference_under_each_protocol(stack: Stack) -> None:
+    result = stack.query(
+        f'sum by (protocol, outcome) (ml_api_protocol_requests_total{{job="{PLAIN_JOB}", protocol=~"v2-.*"}}) > 0'
+    )["data"]["result"]
+    seen = {(r["metric"]["protocol"], r["metric"]["outcome"]): float(r["value"][1]) for r in result}
+    assert seen == {key: float(n) for key, n in stack.traffic.protocols.items()}
+    assert seen == {
+        ("v2-rest", "success"): ROUNDS,
+        ("v2-rest", "invalid"): ROUNDS,
+        ("v2-grpc", "success"): ROUNDS,
+        ("v2-grpc", "invalid"): ROUNDS,
+    }
+    # gRPC calls are no HTTP requests: the only HTTP series they could land in has none.
+    grpc_http = stack.query(f'http_requests_total{{job="{PLAIN_JOB}", handler=~".*GRPCInferenceService.*"}}')
+    assert grpc_http["data"]["result"] == []
 
 
 def test_every_expression_parses(evaluations: list[Evaluation]) -> None:

@@ -158,6 +158,7 @@ async def test_histograms_carry_trace_id_exemplars_only_in_openmetrics(digit_png
         "http_request_duration_seconds": {request_trace},
         "ml_api_image_decode_seconds": {request_trace},
         "ml_api_queue_wait_seconds": {request_trace},
+        "ml_api_protocol_request_duration_seconds": {request_trace},
     }
     # The shared batch span is its own trace, linked to every request it served.
     assert format(inference.context.trace_id, "032x") in inference_exemplars

@@ -43,6 +43,11 @@ DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Label selectors shared by the queries (see the module docstring).
 SVC = 'namespace=~"$namespace", job=~"$release"'
 MODEL = f'{SVC}, model=~"$model"'
+# Inference requests by front end (`/api/v1`, `/v2` REST, gRPC): gRPC calls never reach the HTTP
+# series (`http_requests_total`), so this is the one series that compares the protocols.
+PROTOCOL = f'{SVC}, protocol=~"$protocol"'
+# The outcomes that are the server's fault or its capacity's, whatever the protocol's status codes.
+SERVER_OUTCOMES = 'outcome=~"error|unavailable|timeout"'
 # Probes and scrapes are not user traffic; they would dominate the request rate of an idle pod.
 API = f'{SVC}, handler!~"/metrics|/health.*"'
 RELEASE_PODS = 'and on (namespace, pod) up{namespace=~"$namespace", job=~"$release"}'
@@ -149,6 +154,11 @@ def _variables() -> list[Any]:
             "Model",
             'label_values(ml_api_model_loaded{namespace=~"$namespace", job=~"$release"}, model)',
         ),
+        query_var(
+            "protocol",
+            "Protocol",
+            'label_values(ml_api_protocol_requests_total{namespace=~"$namespace", job=~"$release"}, protocol)',
+        ),
     ]
 
 
@@ -189,6 +199,34 @@ def _traffic_panels() -> list[Any]:
             unit="percentunit",
         ),
         _timeseries(
+            "Inference requests by protocol",
+            "Inference requests per second by front-end protocol (v1 = /api/v1, v2-rest = /v2, v2-grpc = "
+            "inference.GRPCInferenceService/ModelInfer) and outcome, in one vocabulary whatever the protocol's "
+            "status codes. gRPC calls appear only here: they are not HTTP requests.",
+            [
+                (
+                    f"sum by (protocol, outcome) (rate(ml_api_protocol_requests_total{{{PROTOCOL}}}{rate}))",
+                    "{{protocol}} {{outcome}}",
+                )
+            ],
+            unit="reqps",
+            stack=True,
+        ),
+        _timeseries(
+            "Server error ratio by protocol",
+            "Share of each protocol's inference requests that ended in error, unavailable (overload, not ready, "
+            "draining) or timeout. `or 0 *` keeps a protocol's line at 0 while it had traffic and no such error.",
+            [
+                (
+                    f"(sum by (protocol) (rate(ml_api_protocol_requests_total{{{PROTOCOL}, {SERVER_OUTCOMES}}}{rate})) "
+                    f"or 0 * sum by (protocol) (rate(ml_api_protocol_requests_total{{{PROTOCOL}}}{rate}))) "
+                    f"/ sum by (protocol) (rate(ml_api_protocol_requests_total{{{PROTOCOL}}}{rate}))",
+                    "{{protocol}}",
+                )
+            ],
+            unit="percentunit",
+        ),
+        _timeseries(
             "Predictions by outcome",
             "Images classified per second by model, version and outcome "
             "(success, invalid_image, timeout, overloaded, error).",
@@ -211,6 +249,15 @@ def _latency_panels() -> list[Any]:
             "HTTP request duration quantiles per route. Exemplars (dots) carry the trace ID: click one to "
             "open the request's trace in Tempo.",
             _quantiles("http_request_duration_seconds", API, "handler", "{{handler}}"),
+            unit="s",
+            exemplar=True,
+            width=24,
+        ),
+        _timeseries(
+            "Latency by protocol (p50/p95/p99)",
+            "Inference request duration quantiles per front-end protocol, as each front end measured it "
+            "(gRPC included), with exemplars.",
+            _quantiles("ml_api_protocol_request_duration_seconds", PROTOCOL, "protocol", "{{protocol}}"),
             unit="s",
             exemplar=True,
             width=24,
@@ -265,7 +312,8 @@ def _load_panels() -> list[Any]:
     return [
         _timeseries(
             "In-flight requests per pod",
-            "Inference requests in progress in each pod: the HPA's custom metric (prometheus-adapter).",
+            "Inference requests in progress in each pod, of every protocol (/api/v1, /v2, gRPC share one "
+            "batcher): the HPA's custom metric (prometheus-adapter).",
             [(f"sum by (instance) (ml_api_inflight_requests{{{SVC}}})", "{{instance}}")],
             unit="short",
         ),
