@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.errors import ServiceError
 
@@ -26,3 +26,6 @@ class ModelRef:
 
     name: str | None = None
     version: str | None = None
+    # Set by DataPlane.resolve on the ref it returns: what the request named before resolution, so a
+    # request whose version a reload removed meanwhile is resolved again instead of failing.
+    requested: ModelRef | None = field(default=None, compare=False, repr=False)
