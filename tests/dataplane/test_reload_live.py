@@ -136,9 +136,7 @@ def metrics(srv: Server) -> str:
     return httpx.get(f"{srv.base}/metrics", timeout=10).text
 
 
-def test_rewriting_the_models_file_under_load(
-    running: tuple[Server, ConfigMapMount, Load], tmp_path: Path
-) -> None:
+def test_rewriting_the_models_file_under_load(running: tuple[Server, ConfigMapMount, Load], tmp_path: Path) -> None:
     srv, mount, load = running
     pid = srv.process.pid
     wait(lambda: load.requests > 50, "traffic to warm up")

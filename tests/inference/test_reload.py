@@ -62,7 +62,9 @@ def random_resnet(tmp_path: Path, version: str, seed: int = 0) -> dict[str, Any]
 
 
 async def upload(client: httpx.AsyncClient, png: bytes, **params: str) -> httpx.Response:
-    return await client.post("/api/v1/predict/upload", content=png, headers={"content-type": "image/png"}, params=params)
+    return await client.post(
+        "/api/v1/predict/upload", content=png, headers={"content-type": "image/png"}, params=params
+    )
 
 
 async def models(client: httpx.AsyncClient) -> dict[str, Any]:
