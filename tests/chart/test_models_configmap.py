@@ -94,7 +94,9 @@ def test_changing_the_models_rolls_no_pod_but_a_new_image_does(helm: str, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_rendered_update_reloads_a_running_server(tmp_path: Path, case_docs: CaseDocs, digit_pngs: list[bytes]) -> None:
+def test_a_rendered_update_reloads_a_running_server(
+    tmp_path: Path, case_docs: CaseDocs, digit_pngs: list[bytes]
+) -> None:
     """The chart's files as kubelet would lay them out, a real server on them, and a second render
     (shadow off, version 2 taking all traffic) swapped in: served without a restart."""
     docs = case_docs("models-configmap")
@@ -107,7 +109,9 @@ def test_a_rendered_update_reloads_a_running_server(tmp_path: Path, case_docs: C
     with server("uvicorn", env, tmp_path / "stderr.log") as srv:
         listed = httpx.get(f"{srv.base}/api/v1/models", timeout=10).json()
         assert {m["version"]: m["shadow_rate"] for m in listed["models"]} == {"1": None, "2": 0.1}
-        update = render([CASE, _values(tmp_path, "update", {"config": {"shadow": None, "trafficSplit": {"digits": {"2": 1}}}})])
+        update = render(
+            [CASE, _values(tmp_path, "update", {"config": {"shadow": None, "trafficSplit": {"digits": {"2": 1}}}})]
+        )
         mount.write(models_json(update))
         deadline = time.monotonic() + 60
         while (body := httpx.get(f"{srv.base}/api/v1/models", timeout=10).json())["config"]["generation"] < 2:
