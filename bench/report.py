@@ -154,6 +154,10 @@ def render(report: dict) -> str:
             "",
         ]
         out += [*levels_table(result), ""]
+    if "ops" in report:
+        from bench.opsreport import section
+
+        out += section(report["ops"])
     if NOTES.exists():
         out += [NOTES.read_text().rstrip(), ""]
     return "\n".join(out)

@@ -1,11 +1,18 @@
 # Benchmarks: the in-process limit, this service and the naive inline pattern, side by side.
 # Needs wrk (apt-get install wrk / brew install wrk). BENCH_ARGS passes extra options, e.g.
 #   make bench BENCH_ARGS='--env ML_API_MAX_BATCH_SIZE=8'      (see: .venv/bin/python -m bench --help)
+# BENCH_OPS_ARGS does the same for the model-operations part (see: .venv/bin/python -m bench ops --help).
 BENCH_ARGS ?=
+BENCH_OPS_ARGS ?=
 
 .PHONY: bench
-bench: venv ## Benchmark limit vs service vs naive (resnet18 + digits, ~7 min); writes docs/benchmarks.{md,json}
+bench: venv ## Benchmark limit vs service vs naive, then model operations (~14 min); writes docs/benchmarks.{md,json}
 	$(PY) -m bench --docs --out .bench/results.json $(BENCH_ARGS)
+	$(PY) -m bench ops --docs --out .bench/results-ops.json $(BENCH_OPS_ARGS)
+
+.PHONY: bench-ops
+bench-ops: venv ## Shadow overhead, reload timings and priorities (~6 min); adds them to docs/benchmarks.{md,json}
+	$(PY) -m bench ops --docs --out .bench/results-ops.json $(BENCH_OPS_ARGS)
 
 .PHONY: bench-quick
 bench-quick: venv ## Short benchmark (~2 min, concurrency 1/16/64) into .bench/results-quick.json; docs untouched
