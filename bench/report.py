@@ -247,6 +247,10 @@ def render(report: dict, plots: dict[str, list[str]] | None = None) -> str:
             out += [f"![{name} {Path(path).stem.rsplit('-', 1)[-1]}]({Path(path).name})", ""]
         out += ["### Memory", "", *memory_table(result), ""]
         out += ["### Every level", "", *levels_table(result), ""]
+    if "ops" in report:
+        from bench.opsreport import section
+
+        out += section(report["ops"])
     if NOTES.exists():
         out += [NOTES.read_text().rstrip(), ""]
     return "\n".join(out)

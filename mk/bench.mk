@@ -2,11 +2,18 @@
 # layout, each backend, /api/v1 and /v2), and the naive inline pattern, side by side.
 # Needs wrk (apt-get install wrk / brew install wrk). BENCH_ARGS passes extra options, e.g.
 #   make bench BENCH_ARGS='--env ML_API_MAX_BATCH_SIZE=8'      (see: .venv/bin/python -m bench --help)
+# BENCH_OPS_ARGS does the same for the model-operations part (see: .venv/bin/python -m bench ops --help).
 BENCH_ARGS ?=
+BENCH_OPS_ARGS ?=
 
 .PHONY: bench
-bench: venv bench-tools ## Benchmark limit vs service vs naive (resnet18 + digits, ~17 min on 2 cores); writes docs/benchmarks.{md,json,png}
+bench: venv bench-tools ## Benchmark limit vs service vs naive (resnet18 + digits), then model operations (~25 min on 2 cores); writes docs/benchmarks.{md,json,png}
 	$(PY) -m bench --docs --out .bench/results.json $(BENCH_ARGS)
+	$(PY) -m bench ops --docs --out .bench/results-ops.json $(BENCH_OPS_ARGS)
+
+.PHONY: bench-ops
+bench-ops: venv ## Shadow overhead, reload timings and priorities (~6 min); adds them to docs/benchmarks.{md,json}
+	$(PY) -m bench ops --docs --out .bench/results-ops.json $(BENCH_OPS_ARGS)
 
 .PHONY: bench-quick
 bench-quick: venv bench-tools ## Short benchmark (~7 min, concurrency 1/16/64, 3 s levels) into .bench/results-quick.json; docs untouched

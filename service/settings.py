@@ -79,6 +79,26 @@ class ModelSpec(BaseModel):
         return (self.name, self.version)
 
 
+# Model operations (reload, shadow traffic) ----------------------------------------------------
+
+
+class ShadowSpec(BaseModel):
+    """Mirror a share of one model's requests to another of its versions (``ML_API_SHADOW``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[A-Za-z0-9._-]+$",
+            description="the version that receives the mirrored copies (a version of the same model)",
+        ),
+    ]
+    rate: Annotated[float, Field(ge=0, le=1, description="share of the model's classified images mirrored")] = 0.1
+
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The rate-limit classes routes belong to (see service/api/policy.py).
 RateClass = Literal["predict", "batch", "jobs", "default"]
@@ -150,6 +170,31 @@ class Settings(BaseSettings):
         "unwritable: each load exports afresh",
     )
 
+    # Model operations: reload from a file, shadow traffic, prediction logs (docs/operations.md)
+    models_file: str | None = Field(
+        None,
+        description="file holding the model list (the JSON of `ML_API_MODELS`, or an object with `models`, "
+        "`default_model`, `traffic_split`, `shadow`); polled every `ML_API_MODELS_FILE_POLL_S` and reloaded "
+        "without a restart; replaces `ML_API_MODELS` (set only one)",
+    )
+    models_file_poll_s: Annotated[float, Field(ge=0.1, le=300)] = Field(
+        1.0, description="how often the models file is checked for a change (its content hash)"
+    )
+    shadow: dict[str, ShadowSpec] = Field(
+        default_factory=dict,
+        description='`{"model": {"version": "2", "rate": 0.1}}`: mirror that share of the model\'s classified '
+        "images to another of its versions after the answer is sent; shadow-only versions get no unversioned "
+        "traffic",
+    )
+    shadow_max_inflight: Annotated[int, Field(ge=1, le=1024)] = Field(
+        8, description="mirrored requests in progress at once per process; more are dropped, never queued"
+    )
+    prediction_log_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0,
+        description="share of classified images logged as one JSON record on the logger `service.predictions` "
+        "(image SHA-256, size, top-k, latency; never the image)",
+    )
+
     # Server
     host: str = Field("0.0.0.0", description="bind address")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="bind port")
@@ -168,6 +213,11 @@ class Settings(BaseSettings):
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="images per model batch")
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
         0, description="wait for a fuller batch (GPU users); 0 = take what is queued"
+    )
+    max_background_batch_size: Annotated[int, Field(ge=1, le=1024)] = Field(
+        4,
+        description="most images in one batch of background work (async jobs, shadow copies), capped by "
+        "ML_API_MAX_BATCH_SIZE: small, so an instance busy with them is soon free for an interactive request",
     )
     max_queue_size: Annotated[int, Field(ge=1, le=100_000)] = Field(
         256, description="images queued per model version before 503 OVERLOADED"
@@ -289,6 +339,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.grpc_port == self.port:
+            raise ValueError(f"ML_API_GRPC_PORT={self.grpc_port} is the HTTP port (ML_API_PORT): use another or 0")
+        if self.jobs_backend == "redis" and self.redis_url is None:
+            raise ValueError("ML_API_JOBS_BACKEND=redis needs ML_API_REDIS_URL")
+        if self.models_file is not None:  # the file's model list is checked when it is read (below)
+            return self
         keys = [spec.key for spec in self.models]
         if len(set(keys)) != len(keys):
             raise ValueError("ML_API_MODELS lists the same name and version twice")
@@ -302,10 +358,29 @@ class Settings(BaseSettings):
                 raise ValueError(f"ML_API_TRAFFIC_SPLIT names unknown model/version: {model} {sorted(unknown)}")
             if sum(split.values()) <= 0:
                 raise ValueError(f"ML_API_TRAFFIC_SPLIT for {model!r} has no positive weight")
-        if self.grpc_port == self.port:
-            raise ValueError(f"ML_API_GRPC_PORT={self.grpc_port} is the HTTP port (ML_API_PORT): use another or 0")
-        if self.jobs_backend == "redis" and self.redis_url is None:
-            raise ValueError("ML_API_JOBS_BACKEND=redis needs ML_API_REDIS_URL")
+        return self
+
+    @model_validator(mode="after")
+    def _model_operations(self) -> Settings:
+        """The models file, when set, is the model list (read now: a broken file stops start-up, as an
+        invalid ML_API_MODELS does); the shadow settings must name versions that exist."""
+        from service.inference.model_config import ModelConfig, ModelConfigError, read_model_file
+
+        if self.models_file is not None:
+            if "models" in self.model_fields_set:
+                raise ValueError("set ML_API_MODELS or ML_API_MODELS_FILE, not both")
+            try:
+                config = read_model_file(self.models_file, self)
+            except ModelConfigError as exc:
+                raise ValueError(f"ML_API_MODELS_FILE: {exc}") from None
+            # The file's list is what serves: everything that reads settings sees it.
+            self.models, self.default_model = list(config.models), config.default_model
+            self.traffic_split, self.shadow = config.traffic_split, config.shadow
+        else:
+            try:
+                ModelConfig.of_settings(self)
+            except ModelConfigError as exc:  # the rest was checked by _consistent: the shadow is wrong
+                raise ValueError(f"ML_API_SHADOW: {exc}") from None
         return self
 
     @cached_property

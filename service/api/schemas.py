@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from service.dataplane.status import HealthReport, ModelsReport, ModelStatus
+from service.dataplane.status import HealthReport, ModelConfigStatus, ModelsReport, ModelStatus
 from service.errors import ErrorCode
 from service.inference.results import Classification, ClassScore, Embedding
 from service.jobs.base import JobRecord
@@ -193,6 +193,11 @@ class ModelInfo(BaseModel):
     traffic_weight: float | None = None
     backend: str | None = Field(default=None, description="what runs the forward pass: torch, onnxruntime, ...")
     instances: int | None = Field(default=None, description="model instances sharing this version's queue")
+    shadow_rate: float | None = Field(
+        default=None,
+        description="a shadow version: the share of its model's images mirrored to it (it gets no unversioned "
+        "requests); null for a serving version",
+    )
 
     @classmethod
     def of(cls, status: ModelStatus) -> ModelInfo:
@@ -207,16 +212,52 @@ class ModelInfo(BaseModel):
             traffic_weight=status.traffic_weight,
             backend=status.backend,
             instances=status.instances,
+            shadow_rate=status.shadow_rate,
+        )
+
+
+class ModelConfigInfo(BaseModel):
+    """Where the served model list comes from and how its last reload went."""
+
+    source: Literal["environment", "file"] = Field(
+        description="`file`: ML_API_MODELS_FILE, watched and reloaded; `environment`: ML_API_MODELS"
+    )
+    path: str | None = Field(default=None, description="the models file")
+    generation: int = Field(description="1 at start-up, +1 per applied reload")
+    loaded_at: float = Field(description="Unix time the served configuration was installed")
+    in_sync: bool = Field(description="false while the file's latest content was rejected and the previous set serves")
+    last_outcome: Literal["applied", "invalid", "failed"] | None = Field(
+        default=None, description="outcome of the latest change of the file"
+    )
+    last_attempt_at: float | None = Field(default=None, description="Unix time of that change")
+    last_error: str | None = Field(default=None, description="why it was rejected")
+
+    @classmethod
+    def of(cls, status: ModelConfigStatus) -> ModelConfigInfo:
+        return cls(
+            source=status.source,
+            path=status.path,
+            generation=status.generation,
+            loaded_at=status.loaded_at,
+            in_sync=status.in_sync,
+            last_outcome=status.last_outcome,
+            last_attempt_at=status.last_attempt_at,
+            last_error=status.last_error,
         )
 
 
 class ModelsResponse(BaseModel):
     default: str
     models: list[ModelInfo]
+    config: ModelConfigInfo | None = None
 
     @classmethod
     def of(cls, report: ModelsReport) -> ModelsResponse:
-        return cls(default=report.default, models=[ModelInfo.of(m) for m in report.models])
+        return cls(
+            default=report.default,
+            models=[ModelInfo.of(m) for m in report.models],
+            config=ModelConfigInfo.of(report.config) if report.config is not None else None,
+        )
 
 
 class HealthResponse(BaseModel):

@@ -13,8 +13,18 @@ from opentelemetry.trace import Tracer
 
 from service import __version__
 from service.dataplane.description import ModelDescription
+from service.dataplane.frontend import current_front_end, use_front_end
+from service.dataplane.reload import ModelFileWatcher
+from service.dataplane.shadow import ShadowMirror
 from service.dataplane.sources import Base64Image, ImageItem, ImageSource, ImageUrl, ModelRef
-from service.dataplane.status import DrainState, HealthReport, HealthStatus, ModelsReport, ModelStatus
+from service.dataplane.status import (
+    DrainState,
+    HealthReport,
+    HealthStatus,
+    ModelConfigStatus,
+    ModelsReport,
+    ModelStatus,
+)
 from service.errors import (
     INTERNAL_ERROR_MESSAGE,
     InferenceFailed,
@@ -30,10 +40,13 @@ from service.inference.batcher import Priority
 from service.inference.device import thread_budget
 from service.inference.pipeline import InferencePipeline
 from service.inference.registry import LoadState, ModelRegistry
+from service.inference.reload import ModelReloader
 from service.inference.results import Classification, Embedding
 from service.jobs.base import JobBackend, JobRecord, JobRequest
 from service.jobs.factory import build_job_backend
 from service.observability.metrics import InferenceMetrics
+from service.observability.model_ops_metrics import MAX_CLASSES_COUNTED
+from service.observability.prediction_log import PredictionLog
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +66,7 @@ class DataPlane:
         fetcher: ImageFetcher,
         jobs: JobBackend,
         drain: DrainState,
+        metrics: InferenceMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -60,6 +74,17 @@ class DataPlane:
         self.fetcher = fetcher
         self.jobs = jobs
         self.drain = drain
+        # Model operations: reloads from the models file, shadow traffic, prediction logs, class counts.
+        self._metrics = metrics
+        self.reloader = ModelReloader(registry, observer=metrics, drain_timeout=settings.request_timeout_s + 5)
+        self.watcher = (
+            ModelFileWatcher(settings, registry, self.reloader, reporter=metrics.ops if metrics else None)
+            if settings.models_file
+            else None
+        )
+        self.shadow = ShadowMirror(settings, registry, pipeline, observer=self)
+        self.prediction_log = PredictionLog(settings.prediction_log_rate)
+        self._started_at = time.time()
 
     @classmethod
     def build(cls, settings: Settings, *, tracer: Tracer, metrics: InferenceMetrics, drain: DrainState) -> DataPlane:
@@ -74,6 +99,7 @@ class DataPlane:
             fetcher=ImageFetcher(settings),
             jobs=build_job_backend(settings, observer=metrics),
             drain=drain,
+            metrics=metrics,
         )
 
     # Lifecycle ------------------------------------------------------------------------------
@@ -82,6 +108,8 @@ class DataPlane:
         """Start the job workers and load the default model in the background."""
         await self.jobs.start(self._run_job)
         self.registry.start()
+        if self.watcher is not None:
+            self.watcher.start()
 
     def stop_accepting(self) -> None:
         """Refuse new inference (the server has waited for in-flight requests); job workers hand work back."""
@@ -92,8 +120,12 @@ class DataPlane:
         in-process one finishes its queue through the still-running pipeline, the Redis one lets running
         jobs finish and leaves the rest to other replicas), then the pipeline and the models."""
         self.drain.draining = True
+        if self.watcher is not None:
+            await self.watcher.close()
         await self.jobs.close()
         self.stop_accepting()
+        await self.shadow.close()
+        await self.reloader.close()
         await self.registry.close(drain_timeout=self.settings.shutdown_grace_s)
         await self.fetcher.aclose()
         self.pipeline.close()
@@ -102,12 +134,36 @@ class DataPlane:
 
     def resolve(self, ref: ModelRef) -> ModelRef:
         """The model version ``ref`` is served by (raises ModelNotFound); resolve once per request, since
-        an A/B split draws a version each time."""
+        an A/B split draws a version each time.
+
+        A ref this method returned before is kept as it is while its version exists; when a reload
+        removed that version meanwhile, what the request named is resolved again (a request racing a
+        switch is served by the old set or the new one, not failed)."""
+        if ref.requested is not None:
+            try:
+                self.registry.resolve(ref.name, ref.version)
+            except ModelNotFound:
+                return self.resolve(ref.requested)
+            return ref
         name, version = self.registry.resolve(ref.name, ref.version)
-        return ModelRef(name, version)
+        return ModelRef(name, version, requested=ref)
 
     def models(self) -> ModelsReport:
-        return ModelsReport(default=self.settings.default_model, models=self._model_statuses())
+        return ModelsReport(
+            default=self.registry.config.default_model, models=self._model_statuses(), config=self.config_status()
+        )
+
+    def config_status(self) -> ModelConfigStatus:
+        """Where the served model list comes from, its generation, and how the last reload went."""
+        if self.watcher is not None:
+            return self.watcher.status
+        return ModelConfigStatus(
+            source="environment",
+            path=None,
+            generation=self.registry.generation,
+            loaded_at=self._started_at,
+            in_sync=True,
+        )
 
     def check_started(self) -> None:
         if not self.registry.startup_complete:
@@ -142,6 +198,7 @@ class DataPlane:
 
     def _model_statuses(self) -> tuple[ModelStatus, ...]:
         registry = self.registry
+        config = registry.config
         return tuple(
             ModelStatus(
                 name=entry.spec.name,
@@ -149,11 +206,14 @@ class DataPlane:
                 labels_count=len(entry.model.labels) if entry.model else None,
                 device=str(registry.device),
                 loaded=entry.state is LoadState.LOADED,
-                default=entry.spec.name == self.settings.default_model,
+                default=entry.spec.name == config.default_model,
                 state=entry.state.value,
                 traffic_weight=registry.traffic_weight(entry.spec.name, entry.spec.version),
                 backend=entry.model.backend_name if entry.model else None,
                 instances=entry.batcher.instances if entry.batcher else None,
+                shadow_rate=config.shadow[entry.spec.name].rate
+                if config.is_shadow(entry.spec.name, entry.spec.version)
+                else None,
             )
             for entry in registry.entries()
         )
@@ -239,8 +299,15 @@ class DataPlane:
         deadline = self.deadline(timeout_s)
         resolved = self.resolve(model)
         data = await self._read(source)
-        assert resolved.name is not None and resolved.version is not None
-        return await self.pipeline.embed(data, model=resolved.name, version=resolved.version, deadline=deadline)
+        for attempt in range(2):
+            assert resolved.name is not None and resolved.version is not None
+            try:
+                return await self.pipeline.embed(data, model=resolved.name, version=resolved.version, deadline=deadline)
+            except ModelNotFound:
+                if attempt or resolved.requested is None:
+                    raise
+                resolved = self.resolve(resolved)  # removed by a reload on the way: the new set serves it
+        raise AssertionError("unreachable")
 
     def _check_count(self, items: Sized) -> None:
         limit = self.settings.max_batch_items
@@ -256,17 +323,86 @@ class DataPlane:
         deadline: float,
         priority: Priority = Priority.INTERACTIVE,
         probabilities: bool = False,
+        request_id: str | None = None,
     ) -> list[Outcome]:
-        assert model.name is not None and model.version is not None
-        return await self.pipeline.classify(
-            images,
-            model=model.name,
-            version=model.version,
-            top_k=top_k,
-            deadline=deadline,
-            priority=priority,
-            probabilities=probabilities,
-        )
+        started = time.monotonic()
+        for attempt in range(2):
+            name, version = model.name, model.version
+            assert name is not None and version is not None
+            try:
+                outcomes = await self.pipeline.classify(
+                    images,
+                    model=name,
+                    version=version,
+                    top_k=top_k,
+                    deadline=deadline,
+                    priority=priority,
+                    probabilities=probabilities,
+                )
+            except ModelNotFound:
+                if attempt or model.requested is None:
+                    raise
+                model = self.resolve(model)  # removed by a reload on the way: the new set serves it
+                continue
+            self._classified(images, outcomes, name, version, time.monotonic() - started, request_id)
+            return outcomes
+        raise AssertionError("unreachable")
+
+    # Model operations: what follows every classification ----------------------------------------
+
+    def _classified(
+        self,
+        images: Sequence[bytes],
+        outcomes: Sequence[Outcome],
+        model: str,
+        version: str,
+        seconds: float,
+        request_id: str | None,
+    ) -> None:
+        """Count the top-1 classes, log the sampled share and mirror to the shadow version. Never
+        raises: the request's answer is ready and must not fail for its bookkeeping."""
+        try:
+            self.count_classes(
+                model,
+                version,
+                [o.predictions[0].class_id for o in outcomes if isinstance(o, Classification) and o.predictions],
+            )
+            self.prediction_log.record(
+                images, outcomes, protocol=current_front_end(), latency_ms=seconds * 1000, request_id=request_id
+            )
+            self.shadow.mirror(images, outcomes, model, version)
+        except Exception:
+            log.exception("recording the predictions of %s:%s failed", model, version)
+
+    def count_classes(self, model: str, version: str, class_ids: Sequence[int]) -> None:
+        """``ml_api_predicted_class_total``: the top-1 class of each result, for models whose classes are
+        few enough (``MAX_CLASSES_COUNTED``) to be label values."""
+        entry = self.registry.loaded_entry(model, version)
+        if self._metrics is None or not class_ids or entry is None or entry.model is None:
+            return
+        if len(entry.model.labels) > MAX_CLASSES_COUNTED:
+            return
+        for class_id in class_ids:
+            self._metrics.ops.class_predicted(model, version, class_id)
+
+    # ShadowObserver: the mirror's outcomes go to the metrics, its results into the class counts.
+    def shadow_done(
+        self,
+        model: str,
+        primary_version: str,
+        shadow_version: str,
+        outcome: str,
+        *,
+        seconds: float | None = None,
+        agreed: bool | None = None,
+    ) -> None:
+        if self._metrics is not None:
+            self._metrics.ops.shadow_done(
+                model, primary_version, shadow_version, outcome, seconds=seconds, agreed=agreed
+            )
+
+    def class_predicted(self, model: str, version: str, class_id: int) -> None:
+        self.count_classes(model, version, [class_id])
 
     async def _read(self, source: ImageSource) -> bytes:
         if isinstance(source, ImageUrl):
@@ -304,7 +440,7 @@ class DataPlane:
         assert resolved.name is not None and resolved.version is not None
         # from_numpy shares the client's buffer; the batcher stacks the images into a new batch anyway.
         tensors = [torch.from_numpy(np.ascontiguousarray(image)) for image in images]
-        return await self.pipeline.classify_tensors(
+        outcomes = await self.pipeline.classify_tensors(
             tensors,
             model=resolved.name,
             version=resolved.version,
@@ -312,6 +448,13 @@ class DataPlane:
             probabilities=probabilities,
             deadline=deadline,
         )
+        # Counted in the class distribution; not logged or mirrored: those need the encoded image.
+        self.count_classes(
+            resolved.name,
+            resolved.version,
+            [o.predictions[0].class_id for o in outcomes if isinstance(o, Classification) and o.predictions],
+        )
+        return outcomes
 
     async def describe(self, ref: ModelRef) -> ModelDescription:
         """The version ``ref`` names (unversioned: the one most unversioned requests are served by),
@@ -407,9 +550,15 @@ class DataPlane:
 
     async def _run_job(self, job_id: str, request: JobRequest) -> Classification:
         """A job is background work: interactive requests go first, the batcher keeps jobs moving."""
+        use_front_end("job")
         resolved = self.resolve(ModelRef(request.model, request.model_version))
         (outcome,) = await self._classify(
-            [request.image], resolved, top_k=request.top_k, deadline=self.deadline(), priority=Priority.BACKGROUND
+            [request.image],
+            resolved,
+            top_k=request.top_k,
+            deadline=self.deadline(),
+            priority=Priority.BACKGROUND,
+            request_id=request.request_id,
         )
         if isinstance(outcome, ServiceError):
             raise outcome

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.errors import InvalidImage, ServiceError
 
@@ -49,3 +49,6 @@ class ModelRef:
 
     name: str | None = None
     version: str | None = None
+    # Set by DataPlane.resolve on the ref it returns: what the request named before resolution, so a
+    # request whose version a reload removed meanwhile is resolved again instead of failing.
+    requested: ModelRef | None = field(default=None, compare=False, repr=False)

@@ -21,12 +21,29 @@ class ModelStatus:
     # What serves a loaded version: its forward backend and how many instances share its queue.
     backend: str | None = None
     instances: int | None = None
+    # Model operations: the share of its model's images mirrored to it, when it is a shadow version.
+    shadow_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfigStatus:
+    """Where the served model list comes from and how its reloads went (``ML_API_MODELS_FILE``)."""
+
+    source: Literal["environment", "file"]
+    path: str | None
+    generation: int  # 1 at start-up, +1 per applied reload
+    loaded_at: float  # Unix time the served configuration was installed
+    in_sync: bool  # False while the file's latest content was rejected and the previous set serves
+    last_outcome: Literal["applied", "invalid", "failed"] | None = None
+    last_attempt_at: float | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ModelsReport:
     default: str
     models: tuple[ModelStatus, ...]
+    config: ModelConfigStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,9 @@ class InferenceServicer:
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         async def call() -> pb.ModelInferResponse:
-            response = await self.handler.infer(codec.decode_infer(request), timeout_s=_timeout(context))
+            response = await self.handler.infer(
+                codec.decode_infer(request), front_end="v2-grpc", timeout_s=_timeout(context)
+            )
             return codec.encode_infer(response)
 
         return await self.guard.run("ModelInfer", INFERENCE, context, call, model=request.model_name)

@@ -8,8 +8,11 @@ come from the process's ``ThreadBudget``, so a lone batch uses every core and co
 split them.
 
 Two priority classes share the queue: interactive requests (someone is waiting on the answer) are
-taken first; background work (async jobs, shadow traffic) fills what is left, and is guaranteed a
-batch at least every ``BACKGROUND_EVERY`` batches while it waits, so it is never starved.
+taken first; background work (async jobs, shadow traffic) runs when no interactive work waits, and
+is guaranteed a batch at least every ``BACKGROUND_EVERY`` batches while it does, so it is never
+starved. A batch holds one class only, and a background batch at most ``max_background_batch_size``
+images: a batch that has started is not pre-empted and on a CPU costs in proportion to its size, so
+an interactive request must neither pay for background images beside it nor wait long behind them.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class DynamicBatcher:
         max_batch_size: int,
         max_queue_size: int,
         max_batch_wait_s: float = 0.0,
+        max_background_batch_size: int | None = None,
         instances: int = 1,
         threads: ThreadBudget | None = None,
         observer: BatchObserver | None = None,
@@ -100,6 +104,7 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_queue_size = max_queue_size
         self.max_batch_wait_s = max_batch_wait_s
+        self.max_background_batch_size = min(max_background_batch_size or max_batch_size, max_batch_size)
         self.instances = max(1, instances)
         self.stats = BatcherStats()
         self._threads = threads
@@ -212,24 +217,39 @@ class DynamicBatcher:
 
     def _take_batch(self) -> list[_Item]:
         interactive, background = self._queues[Priority.INTERACTIVE], self._queues[Priority.BACKGROUND]
-        background_first = bool(background) and (not interactive or self._background_skipped >= BACKGROUND_EVERY - 1)
-        order = (background, interactive) if background_first else (interactive, background)
-        batch: list[_Item] = []
         now = time.monotonic()
-        for queue in order:
-            while queue and len(batch) < self.max_batch_size:
-                item = queue.popleft()
-                if item.future.done():  # cancelled: its request timed out or went away
-                    continue
-                if item.deadline <= now:
-                    item.future.set_result(InferenceTimeout("the deadline passed while queued"))
-                    continue
-                batch.append(item)
-        took_background = any(item.priority is Priority.BACKGROUND for item in batch)
+        self._drop_stale(interactive, now)
+        self._drop_stale(background, now)
+        took_background = bool(background) and (not interactive or self._background_skipped >= BACKGROUND_EVERY - 1)
+        queue, limit = (
+            (background, self.max_background_batch_size)
+            if took_background
+            else (
+                interactive,
+                self.max_batch_size,
+            )
+        )
+        batch: list[_Item] = []
+        while queue and len(batch) < limit:
+            item = queue.popleft()
+            if item.future.done():  # cancelled: its request timed out or went away
+                continue
+            if item.deadline <= now:
+                item.future.set_result(InferenceTimeout("the deadline passed while queued"))
+                continue
+            batch.append(item)
         self._background_skipped = 0 if took_background or not background else self._background_skipped + 1
         for priority in Priority:
             self._report_depth(priority)
         return batch
+
+    @staticmethod
+    def _drop_stale(queue: deque[_Item], now: float) -> None:
+        """Drop the cancelled and expired items at the head, so an empty-looking class is really empty."""
+        while queue and (queue[0].future.done() or queue[0].deadline <= now):
+            item = queue.popleft()
+            if not item.future.done():
+                item.future.set_result(InferenceTimeout("the deadline passed while queued"))
 
     async def _worker(self, executor: ThreadPoolExecutor) -> None:
         assert self._wakeup is not None

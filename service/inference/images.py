@@ -81,6 +81,25 @@ def decode_image(
     ``draft_size`` lets JPEG decode at a reduced scale (DCT scaling) when the model needs far fewer
     pixels than the file has; the result is never smaller than ``draft_size``.
     """
+    return decode_image_sized(
+        data,
+        max_pixels=max_pixels,
+        draft_size=draft_size,
+        max_aspect_ratio=max_aspect_ratio,
+        max_jpeg_scans=max_jpeg_scans,
+    )[0]
+
+
+def decode_image_sized(
+    data: bytes,
+    *,
+    max_pixels: int,
+    draft_size: tuple[int, int] | None = None,
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS,
+) -> tuple[Image.Image, tuple[int, int]]:
+    """``decode_image``, and the picture's (width, height) as the file stores it, upright (EXIF
+    orientation applied): a JPEG drafted at a reduced scale decodes smaller than that."""
     if not data:
         raise InvalidImage("the image is empty")
     canvas = webp_canvas_size(data)
@@ -91,13 +110,16 @@ def decode_image(
         image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
         # Before load(): the declared size is what load() allocates (width * height * bands).
         check_dimensions(*image.size, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio)
+        declared: tuple[int, int] = image.size
         if draft_size is not None and image.format in ("JPEG", "MPO"):
             image.draft("RGB", draft_size)
         # Only the current (first) frame is loaded; nothing here asks for n_frames or seeks, so a
         # file of 10,000 frames costs what its first frame costs.
         image.load()
         check_dimensions(*image.size, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio)
-        return _to_rgb(_apply_orientation(image))
+        # Orientations 5-8 turn the picture a quarter: its upright width is the stored height.
+        upright = declared if (exif_orientation(image) or 1) < 5 else (declared[1], declared[0])
+        return _to_rgb(_apply_orientation(image)), upright
 
 
 def exif_orientation(image: Image.Image) -> int | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -16,7 +18,7 @@ from opentelemetry import trace
 from service.errors import EmbeddingUnsupported, InvalidImage, Overloaded, ServiceError, ShuttingDown
 from service.inference.batcher import Priority
 from service.inference.device import lower_thread_priority
-from service.inference.images import decode_image
+from service.inference.images import decode_image_sized
 from service.inference.model import ItemResult, RunOptions
 from service.inference.preprocess import Preprocessing
 from service.inference.registry import ModelEntry, ModelRegistry
@@ -67,13 +69,23 @@ class InferencePipeline:
         deadline: float | None = None,
         priority: Priority = Priority.INTERACTIVE,
     ) -> list[Classification | ServiceError]:
-        """Classify each encoded image with ``model:version``; per-image failures come back in place of results."""
+        """Classify each encoded image with ``model:version``; per-image failures come back in place of results.
+
+        Each result carries its image's size (``Classification.image_size``), read while decoding."""
         options = RunOptions(top_k=top_k, probabilities=probabilities)
-        entry = await self._entry(model, version)
-        assert entry.model is not None
-        pre = entry.model.preprocessing
-        decoded = await asyncio.gather(*(self._prepare(data, pre) for data in images))
-        return await self._classify(entry, decoded, options, deadline, priority)
+        async with self._entry(model, version) as entry:
+            assert entry.model is not None
+            pre = entry.model.preprocessing
+            decoded = await asyncio.gather(*(self._prepare(data, pre) for data in images))
+            outcomes = await self._classify(
+                entry, [d if isinstance(d, ServiceError) else d[0] for d in decoded], options, deadline, priority
+            )
+        return [
+            dataclasses.replace(outcome, image_size=prepared[1])
+            if isinstance(outcome, Classification) and not isinstance(prepared, ServiceError)
+            else outcome
+            for outcome, prepared in zip(outcomes, decoded, strict=True)
+        ]
 
     async def classify_tensors(
         self,
@@ -88,36 +100,39 @@ class InferencePipeline:
     ) -> list[Classification | ServiceError]:
         """Classify images a client has already preprocessed: uint8 CHW tensors of the model's input size."""
         options = RunOptions(top_k=top_k, probabilities=probabilities)
-        entry = await self._entry(model, version)
-        assert entry.model is not None
-        pre = entry.model.preprocessing
-        shape = (pre.channels, pre.crop_size, pre.crop_size)
-        checked: list[torch.Tensor | ServiceError] = [
-            t
-            if t.dtype == torch.uint8 and tuple(t.shape) == shape
-            else InvalidImage(f"a preprocessed image must be uint8 of shape {list(shape)}, not {list(t.shape)}")
-            for t in tensors
-        ]
-        return await self._classify(entry, checked, options, deadline, priority)
+        async with self._entry(model, version) as entry:
+            assert entry.model is not None
+            pre = entry.model.preprocessing
+            shape = (pre.channels, pre.crop_size, pre.crop_size)
+            checked: list[torch.Tensor | ServiceError] = [
+                t
+                if t.dtype == torch.uint8 and tuple(t.shape) == shape
+                else InvalidImage(f"a preprocessed image must be uint8 of shape {list(shape)}, not {list(t.shape)}")
+                for t in tensors
+            ]
+            return await self._classify(entry, checked, options, deadline, priority)
 
     async def embed(self, image: bytes, *, model: str, version: str, deadline: float | None = None) -> Embedding:
-        entry = await self._entry(model, version)
-        assert entry.model is not None
-        if not entry.model.supports_embedding:
-            raise EmbeddingUnsupported(f"model {model}:{version} cannot produce embeddings")
-        decoded = [await self._prepare(image, entry.model.preprocessing)]
-        (outcome,), _ = await self._submit(entry, decoded, RunOptions(top_k=1, embed=True), deadline, None)
+        async with self._entry(model, version) as entry:
+            assert entry.model is not None
+            if not entry.model.supports_embedding:
+                raise EmbeddingUnsupported(f"model {model}:{version} cannot produce embeddings")
+            prepared = await self._prepare(image, entry.model.preprocessing)
+            decoded = [prepared if isinstance(prepared, ServiceError) else prepared[0]]
+            (outcome,), _ = await self._submit(entry, decoded, RunOptions(top_k=1, embed=True), deadline, None)
         if isinstance(outcome, ServiceError):
             raise outcome
         assert outcome.embedding is not None
         return Embedding(tuple(outcome.embedding), model, version)
 
-    async def _entry(self, name: str, version: str) -> ModelEntry:
+    @contextlib.asynccontextmanager
+    async def _entry(self, name: str, version: str) -> AsyncIterator[ModelEntry]:
+        """The loaded entry, leased from decode to result: a reload never unloads it under a request."""
         if not self.accepting:
             raise ShuttingDown()
-        entry = await self.registry.get(name, version)
-        assert entry.model is not None and entry.batcher is not None
-        return entry
+        async with self.registry.lease(name, version) as entry:
+            assert entry.model is not None and entry.batcher is not None
+            yield entry
 
     async def _classify(
         self,
@@ -179,7 +194,7 @@ class InferencePipeline:
             label = outcome.code.outcome if isinstance(outcome, ServiceError) else "success"
             self._observer.prediction(name, version, label)
 
-    async def _prepare(self, data: bytes, pre: Preprocessing) -> torch.Tensor | ServiceError:
+    async def _prepare(self, data: bytes, pre: Preprocessing) -> tuple[torch.Tensor, tuple[int, int]] | ServiceError:
         loop = asyncio.get_running_loop()
         ctx = otel_context.get_current()
         try:
@@ -192,10 +207,12 @@ class InferencePipeline:
             log.error("out of memory decoding an image of %d bytes", len(data))
             return Overloaded("the server is short of memory; retry the image later")
 
-    def _decode_and_preprocess(self, data: bytes, pre: Preprocessing, ctx: otel_context.Context) -> torch.Tensor:
+    def _decode_and_preprocess(
+        self, data: bytes, pre: Preprocessing, ctx: otel_context.Context
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         with self._tracer.start_as_current_span("decode", context=ctx, attributes={"ml_api.image_bytes": len(data)}):
             started = time.monotonic()
-            image = decode_image(
+            image, size = decode_image_sized(
                 data,
                 max_pixels=self.settings.max_image_pixels,
                 draft_size=pre.draft_size,
@@ -205,7 +222,7 @@ class InferencePipeline:
             if self._observer is not None:
                 self._observer.image_decoded(time.monotonic() - started)
         with self._tracer.start_as_current_span("preprocess", context=ctx):
-            return pre.to_uint8_tensor(image, max_pixels=self.settings.max_image_pixels)
+            return pre.to_uint8_tensor(image, max_pixels=self.settings.max_image_pixels), size
 
     def close(self) -> None:
         self._decode_pool.shutdown(wait=False, cancel_futures=True)

@@ -26,6 +26,8 @@ class Classification:
     inference_time_ms: float
     # Every class's probability (float32, in label order), only when the caller asked for them.
     probabilities: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # The image's upright (width, height) as decoded from its file; None for preprocessed tensors.
+    image_size: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,5 +57,8 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
             # the request's access line carries the new ID anyway.
             "asgi_correlation_id": {"level": "ERROR"},
             "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+            # Sampled prediction records (ML_API_PREDICTION_LOG_RATE) are data, not chatter: the rate is
+            # their switch, so a quieter ML_API_LOG_LEVEL does not drop them.
+            "service.predictions": {"level": "INFO"},
         },
     }

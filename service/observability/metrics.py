@@ -11,6 +11,8 @@ import os
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.observability.model_ops_metrics import ModelOpsMetrics, remove_series
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -94,6 +96,8 @@ class InferenceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        # Model operations: reloads, shadow traffic, the class distribution (model_ops_metrics.py).
+        self.ops = ModelOpsMetrics(registry)
 
     # BatchObserver
     def batch_done(self, model: str, version: str, size: int, seconds: float) -> None:
@@ -131,6 +135,20 @@ class InferenceMetrics:
 
     def jobs_waiting(self, depth: int) -> None:
         self.jobs_queue_depth.set(depth)
+
+    # Model operations: a reload removed a version, so its series go (it has no value any more).
+    def version_removed(self, model: str, version: str) -> None:
+        per_version = (
+            self.inference_duration,
+            self.batch_size,
+            self.queue_wait_seconds,
+            self.queue_depth_gauge,
+            self.model_loaded_gauge,
+            self.model_instances_gauge,
+            self.predictions,
+        )
+        remove_series(per_version, model=model, version=version)
+        self.ops.version_removed(model, version)
 
 
 def trace_exemplar() -> dict[str, str] | None:

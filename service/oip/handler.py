@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.dataplane.description import ModelDescription
+from service.dataplane.frontend import FrontEnd, use_front_end
 from service.dataplane.sources import ModelRef
 from service.errors import InvalidTensor, ServiceError
 from service.inference.results import Classification
@@ -61,7 +62,11 @@ class InferenceHandler:
 
     # Inference ------------------------------------------------------------------------------
 
-    async def infer(self, request: InferRequest, *, timeout_s: float | None = None) -> InferResponse:
+    async def infer(
+        self, request: InferRequest, *, front_end: FrontEnd, timeout_s: float | None = None
+    ) -> InferResponse:
+        """``front_end`` (``v2-rest`` or ``v2-grpc``) names the protocol in the prediction log."""
+        use_front_end(front_end)
         model = await self.describe(request.model, request.version)
         tensor = _the_input(request.inputs)
         _check_batch(tensor, self.dataplane.settings.max_batch_items)

@@ -31,8 +31,14 @@ pytestmark = pytest.mark.helm
 
 
 @pytest.mark.parametrize("case", list(ci_cases()))
-def test_service_accepts_the_rendered_settings(case_docs: CaseDocs, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_service_accepts_the_rendered_settings(
+    case_docs: CaseDocs, case: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     env = container_env(case_docs(case))
+    if "ML_API_MODELS_FILE" in env:  # models.fromConfigMap: the file kubelet would mount, here
+        models = tmp_path / "models.json"
+        models.write_text(one(case_docs(case), "ConfigMap", f"{RELEASE}-ml-api-models")["data"]["models.json"])
+        env["ML_API_MODELS_FILE"] = str(models)
     for key in [k for k in os.environ if k.startswith("ML_API_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():

@@ -202,3 +202,34 @@ def test_the_thread_budget_gives_a_lone_batch_every_thread_and_splits_them_under
         assert (fixed.acquire(), fixed.acquire()) == (1, 1)
     finally:
         torch.set_num_threads(before)
+
+
+async def test_a_batch_holds_one_priority_class_and_background_batches_are_capped() -> None:
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    batches: list[list[str]] = []
+
+    def recorded(model: LoadedModel, batch: torch.Tensor, options: Sequence[RunOptions]) -> list[ItemResult]:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+        batches.append(["bg" if o.top_k == 2 else "fg" for o in options])
+        return model.run(batch, options)
+
+    batcher = DynamicBatcher(
+        _loaded(), tracer=TRACER, max_batch_size=8, max_background_batch_size=3, max_queue_size=64, run=recorded
+    )
+    deadline = time.monotonic() + 20
+    first = asyncio.create_task(batcher.submit([_tensor()], deadline=deadline))  # occupies the one instance
+    await asyncio.sleep(0.05)
+    background = asyncio.create_task(
+        batcher.submit(
+            [_tensor() for _ in range(7)], deadline=deadline, options=RunOptions(top_k=2), priority=Priority.BACKGROUND
+        )
+    )
+    interactive = asyncio.create_task(batcher.submit([_tensor(), _tensor()], deadline=deadline))
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(first, background, interactive)
+    await batcher.close()
+    # The waiting interactive pair runs alone (not topped up with background images); then the
+    # background images in batches of at most three.
+    assert batches == [["fg"], ["fg", "fg"], ["bg", "bg", "bg"], ["bg", "bg", "bg"], ["bg"]]

@@ -155,8 +155,19 @@ async def test_models_endpoint_lists_every_version(client: httpx.AsyncClient) ->
                 "traffic_weight": None,
                 "backend": "torch",
                 "instances": body["models"][0]["instances"],
+                "shadow_rate": None,
             }
         ],
+        "config": {
+            "source": "environment",
+            "path": None,
+            "generation": 1,
+            "loaded_at": body["config"]["loaded_at"],
+            "in_sync": True,
+            "last_outcome": None,
+            "last_attempt_at": None,
+            "last_error": None,
+        },
     }
     # One instance per thread of this machine's budget (the CPU quota, else the core count).
     assert body["models"][0]["instances"] == max(1, math.floor(device.cpu_quota() or os.cpu_count() or 1))

@@ -103,8 +103,14 @@ def dashboard_expressions() -> list[Expression]:
                 found.append(Expression(f"{path.name} / variable {variable['name']}", selector, "variable"))
         for panel in iter_panels(model["panels"]):
             for target in panel.get("targets", []):
+                if is_logql(target):  # LogQL for Loki (the prediction log panel), not PromQL
+                    continue
                 found.append(Expression(f"{path.name} / {panel['title']} / {target['refId']}", target["expr"], "panel"))
     return found
+
+
+def is_logql(target: dict[str, Any]) -> bool:
+    return bool(target.get("datasource", {}).get("type") == "loki")
 
 
 def rule_expressions() -> list[Expression]:

@@ -174,6 +174,8 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
         "MlApiPodsNotReady",
         "MlApiModelNotLoaded",
         "MlApiGpuFallback",
+        "MlApiShadowDisagreement",
+        "MlApiModelConfigRejected",
     }
     assert fires == names, f"alerts never shown firing: {names - fires}"
     assert quiet == names, f"alerts never shown quiet: {names - quiet}"
@@ -233,6 +235,31 @@ def _mutated_run(tmp_path: Path, old: str, new: str, alert: str) -> subprocess.C
         ),
         # Every Deployment's pods (the dev Redis included) instead of the release's own.
         ('owner_name="ML_API_FULLNAME"', 'owner_name=~".+"', "MlApiPodsNotReady"),
+        # A threshold that lets an 80%-agreeing candidate through.
+        (
+            "ml_api:shadow_agreement:ratio_rate30m < 0.9",
+            "ml_api:shadow_agreement:ratio_rate30m < 0.75",
+            "MlApiShadowDisagreement",
+        ),
+        # Without the traffic floor a handful of copies would page.
+        (
+            "increase(ml_api_shadow_agreement_total[30m])) >= 100",
+            "increase(ml_api_shadow_agreement_total[30m])) >= 1",
+            "MlApiShadowDisagreement",
+        ),
+        # Without the `or 0 *` arm a candidate that never agrees has no ratio, so never pages.
+        (
+            "\n            or\n            0 * sum by (namespace, job, model, primary_version, shadow_version) "
+            "(rate(ml_api_shadow_agreement_total[30m]))",
+            "",
+            "MlApiShadowDisagreement",
+        ),
+        # A rejection fixed within minutes (an edit and its correction) must not page.
+        (
+            "min by (namespace, job, pod) (ml_api_model_config_in_sync) == 0\n        for: 5m",
+            "min by (namespace, job, pod) (ml_api_model_config_in_sync) == 0\n        for: 1m",
+            "MlApiModelConfigRejected",
+        ),
         # "Ever 0 in a long window" would page for every pod that loaded slowly.
         (
             "max_over_time(ml_api_model_loaded[5m]) == 0",

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from tests.observability.promql_sources import DASHBOARD_DIR, iter_panels, load_generator, metric_names
+from tests.observability.promql_sources import DASHBOARD_DIR, is_logql, iter_panels, load_generator, metric_names
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
+# The prediction-log panel reads Loki through its own variable (the pods' logs, via the collector).
+LOGS_REF = {"type": "loki", "uid": "${logs}"}
 # Metrics with model/version labels: their panels must honour the `model` variable.
 MODEL_LABELLED = {
     "ml_api_inference_duration_seconds_bucket",
@@ -21,6 +23,10 @@ MODEL_LABELLED = {
     "ml_api_batch_size_count",
     "ml_api_predictions_total",
     "ml_api_model_loaded",
+    "ml_api_shadow_agreement_total",
+    "ml_api_shadow_requests_total",
+    "ml_api_shadow_duration_seconds_bucket",
+    "ml_api_predicted_class_total",
 }
 # Metrics with a protocol label: their panels must honour the `protocol` variable.
 PROTOCOL_LABELLED = {
@@ -86,24 +92,28 @@ def test_datasource_is_a_variable_and_no_uid_is_hard_coded(overview: dict[str, A
     variables = {v["name"]: v for v in overview["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
+    assert variables["logs"]["type"] == "datasource" and variables["logs"]["query"] == "loki"
     refs = _datasource_refs(overview)
     assert refs, "no datasource references at all"
-    wrong = [(where, ref) for where, ref in refs if ref != DATASOURCE_REF]
-    assert not wrong, f"datasource references other than ${{datasource}}: {wrong}"
+    wrong = [(where, ref) for where, ref in refs if ref not in (DATASOURCE_REF, LOGS_REF)]
+    assert not wrong, f"datasource references other than ${{datasource}} and ${{logs}}: {wrong}"
     for panel in iter_panels(overview["panels"]):
         if panel["type"] == "row":
             continue
-        assert panel["datasource"] == DATASOURCE_REF, panel["title"]
+        expected = LOGS_REF if panel["type"] == "logs" else DATASOURCE_REF
+        assert panel["datasource"] == expected, panel["title"]
         assert panel["targets"], f"panel without queries: {panel['title']}"
         for target in panel["targets"]:
-            assert target["datasource"] == DATASOURCE_REF, (panel["title"], target["refId"])
+            assert target["datasource"] == expected, (panel["title"], target["refId"])
+    logs_panels = [p["title"] for p in iter_panels(overview["panels"]) if p["type"] == "logs"]
+    assert logs_panels == ["Recent predictions"]
 
 
 def test_namespace_release_model_and_protocol_variables_default_to_all_matching_absent_labels(
     overview: dict[str, Any],
 ) -> None:
     variables = {v["name"]: v for v in overview["templating"]["list"]}
-    assert list(variables) == ["datasource", "namespace", "release", "model", "protocol"]
+    assert list(variables) == ["datasource", "logs", "namespace", "release", "model", "protocol"]
     assert variables["protocol"]["query"]["query"] == (
         'label_values(ml_api_protocol_requests_total{namespace=~"$namespace", job=~"$release"}, protocol)'
     )
@@ -121,6 +131,17 @@ def test_every_query_is_scoped_by_namespace_and_release(overview: dict[str, Any]
     for panel in iter_panels(overview["panels"]):
         for target in panel.get("targets", []):
             expr = target["expr"]
+            if is_logql(target):
+                # Loki stream labels from the collector's Kubernetes attributes; the container name is the
+                # equality matcher LogQL needs besides regexes that may match everything.
+                for matcher in (
+                    'k8s_namespace_name=~"$namespace"',
+                    'k8s_deployment_name=~"$release"',
+                    'k8s_container_name="ml-api"',
+                ):
+                    assert matcher in expr, (panel["title"], expr)
+                assert '| json | logger="service.predictions"' in expr and 'model=~"$model"' in expr
+                continue
             assert 'namespace=~"$namespace"' in expr, (panel["title"], expr)
             assert 'job=~"$release"' in expr or 'horizontalpodautoscaler=~"$release"' in expr, (panel["title"], expr)
             if metric_names(expr) & MODEL_LABELLED:
@@ -151,6 +172,13 @@ def test_issue_panels_are_present(overview: dict[str, Any]) -> None:
         "GPU fallback (serving on CPU)",
         "GPU utilisation",
         "GPU memory used",
+        "Shadow agreement (top-1)",
+        "Shadow copies by outcome",
+        "Shadow latency (p50/p95/p99)",
+        "Predicted class distribution",
+        "Model config reloads",
+        "Model config generation and sync",
+        "Recent predictions",
     ):
         assert title in titles
     assert len(titles) == len(set(titles))

@@ -8,6 +8,10 @@ second (exemplar storage on, the chart's alert rules loaded) with two jobs:
   ServiceMonitor's Kubernetes service discovery adds. prometheus-adapter needs these to map series
   to pods, so its rule is checked against this job.
 
+The service serves two versions of the digits model from a models file (ML_API_MODELS_FILE), the
+second a shadow of the first at rate 1.0, and logs every prediction (ML_API_PREDICTION_LOG_RATE=1):
+so the reload, shadow and class-distribution series have data like every other.
+
 Traffic goes through every endpoint class, errors included, and through every inference protocol
 (`/api/v1`, `/v2` REST, gRPC ModelInfer on the service's own gRPC port). Then each dashboard query (template
 variables replaced by their "All" value `.*`, and again with the release pinned to the plain job),
@@ -19,6 +23,7 @@ Kubernetes-only series (listed in promql_sources.KUBERNETES_ONLY_METRICS) must r
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
 import re
@@ -64,6 +69,7 @@ pytestmark = [
 ]
 
 PLAIN_JOB = "ml-api"
+SHADOW_VERSION = "2"  # the same bundled weights: every copy agrees
 SIM_JOB = "ml-api-k8s-sim"
 SIM_NAMESPACE = "ml-api-test"
 SIM_POD = "ml-api-test-7d9f-abcde"
@@ -263,12 +269,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     service_port, prometheus_port, grpc_port = _free_port(), _free_port(), _free_port()
     service_url = f"http://127.0.0.1:{service_port}"
     prometheus_url = f"http://127.0.0.1:{prometheus_port}"
+    models_file = work / "models.json"
+    models_file.write_text(
+        json.dumps(
+            {
+                "models": [{"name": "digits", "version": "1"}, {"name": "digits", "version": SHADOW_VERSION}],
+                "shadow": {"digits": {"version": SHADOW_VERSION, "rate": 1.0}},
+            }
+        )
+    )
     env = {
         **os.environ,
         "ML_API_HOST": "127.0.0.1",
         "ML_API_PORT": str(service_port),
         "ML_API_GRPC_PORT": str(grpc_port),
         "ML_API_LOG_LEVEL": "WARNING",
+        "ML_API_MODELS_FILE": str(models_file),
+        "ML_API_SHADOW_MAX_INFLIGHT": "64",
+        "ML_API_PREDICTION_LOG_RATE": "1.0",
     }
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(name, None)
@@ -286,6 +304,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             return httpx.get(f"{service_url}/health/ready", timeout=2).status_code == 200
 
         _wait(service_ready, START_TIMEOUT_S, f"the service to become ready (log: {work / 'service.log'})")
+
+        def shadow_loaded() -> bool:  # read from /metrics: it is not counted as traffic
+            text = httpx.get(f"{service_url}/metrics", timeout=5).text
+            return f'ml_api_model_loaded{{model="digits",version="{SHADOW_VERSION}"}} 1.0' in text
+
+        _wait(shadow_loaded, START_TIMEOUT_S, "the shadow version to load (after readiness)")
         target = f"127.0.0.1:{service_port}"
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},

@@ -158,6 +158,15 @@ True when the weights come from a volume (PVC or init container).
 {{/*
 Fail early, with a message naming the values, on combinations that cannot work.
 */}}
+{{/* The models ConfigMap (models.fromConfigMap) and the file it appears as in the pod. */}}
+{{- define "ml-api.modelsConfigMap" -}}
+{{- printf "%s-models" (include "ml-api.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ml-api.modelsFile" -}}
+{{- printf "%s/models.json" (trimSuffix "/" .Values.models.mountPath) -}}
+{{- end -}}
+
 {{- define "ml-api.validate" -}}
 {{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
 {{- fail "ml-api: autoscaling.enabled and keda.enabled are both true; KEDA creates its own HPA, so enable only one of them" }}

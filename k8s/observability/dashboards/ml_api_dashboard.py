@@ -15,6 +15,9 @@ Query conventions:
 - Kubernetes-only series (cAdvisor, kube-state-metrics, DCGM exporter) are restricted to the
   release's pods with `and on (namespace, pod) up{...}`: the service's own scrape targets name
   the pods, so no pod-name pattern has to be guessed.
+- The one log panel (recent prediction records) uses the `${logs}` variable, a Loki datasource:
+  the OpenTelemetry Collector ships the pods' stderr to Loki with their Kubernetes attributes as
+  stream labels (`k8s_namespace_name`, `k8s_deployment_name`, `k8s_container_name`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import heatmap, stat, timeseries
+from grafana_foundation_sdk.builders import heatmap, logs, stat, timeseries
+from grafana_foundation_sdk.builders import loki as loki_query
 from grafana_foundation_sdk.builders import prometheus as prom
 from grafana_foundation_sdk.builders.common import VizLegendOptions
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -39,6 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 OUTPUT_DIR = REPO_ROOT / "charts" / "ml-api" / "dashboards"
 
 DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+LOGS_DS = dm.DataSourceRef(type_val="loki", uid="${logs}")
 
 # Label selectors shared by the queries (see the module docstring).
 SVC = 'namespace=~"$namespace", job=~"$release"'
@@ -54,6 +59,7 @@ RELEASE_PODS = 'and on (namespace, pod) up{namespace=~"$namespace", job=~"$relea
 CONTAINERS = 'namespace=~"$namespace", container!="", container!="POD"'
 
 QUANTILES = ((0.5, "p50"), (0.95, "p95"), (0.99, "p99"))
+SHADOW_PAIR = "model, primary_version, shadow_version"
 
 
 def _target(expr: str, legend: str, ref: str, *, exemplar: bool = False) -> prom.Dataquery:
@@ -144,8 +150,16 @@ def _variables() -> list[Any]:
             .current(dm.VariableOption(selected=True, text="All", value="$__all"))
         )
 
+    logs_datasource = (
+        dash.DatasourceVariable("logs")
+        .label("Logs")
+        .type("loki")
+        .regex("")
+        .current(dm.VariableOption(selected=True, text="Loki", value="loki"))
+    )
     return [
         datasource,
+        logs_datasource,
         query_var("namespace", "Namespace", "label_values(ml_api_model_loaded, namespace)"),
         # In Kubernetes `job` is the Service name the ServiceMonitor scrapes, one per release.
         query_var("release", "Release", 'label_values(ml_api_model_loaded{namespace=~"$namespace"}, job)'),
@@ -357,6 +371,115 @@ def _load_panels() -> list[Any]:
     ]
 
 
+def _model_ops_panels() -> list[Any]:
+    """Reloads of the models file, shadow traffic, the class distribution and the prediction log."""
+    rate = "[$__rate_interval]"
+    agreement = f"ml_api_shadow_agreement_total{{{MODEL}"
+    recent = (
+        logs.Panel()
+        .title("Recent predictions")
+        .description(
+            "Sampled prediction records (ML_API_PREDICTION_LOG_RATE; off by default) from the pods' logs in Loki: "
+            "image SHA-256 and size, the top-k served, model version, latency, front end. Never the image."
+        )
+        .datasource(LOGS_DS)
+        .height(10)
+        .span(24)
+        .show_time(True)
+        .wrap_log_message(True)
+        .prettify_log_message(False)
+        .enable_log_details(True)
+        .sort_order(common.LogsSortOrder.DESCENDING)
+        .no_value("No prediction records (ML_API_PREDICTION_LOG_RATE is 0, or no Loki datasource)")
+        .with_target(
+            loki_query.Dataquery()
+            .expr(
+                '{k8s_namespace_name=~"$namespace", k8s_deployment_name=~"$release", k8s_container_name="ml-api"} '
+                '|= "service.predictions" | json | logger="service.predictions" | model=~"$model"'
+            )
+            .ref_id("A")
+            .datasource(LOGS_DS)
+            .max_lines(100)
+        )
+    )
+    return [
+        _timeseries(
+            "Shadow agreement (top-1)",
+            "Share of the images mirrored to a shadow version whose top-1 class matched the primary version's, "
+            "per pair (alert MlApiShadowDisagreement under 90% over 30 minutes). `or 0 *` keeps it at 0 while "
+            "nothing agreed.",
+            [
+                (
+                    f'(sum by ({SHADOW_PAIR}) (rate({agreement}, agreed="true"}}{rate})) '
+                    f"or 0 * sum by ({SHADOW_PAIR}) (rate({agreement}}}{rate}))) "
+                    f"/ sum by ({SHADOW_PAIR}) (rate({agreement}}}{rate}))",
+                    "{{model}} {{shadow_version}} vs {{primary_version}}",
+                )
+            ],
+            unit="percentunit",
+        ),
+        _timeseries(
+            "Shadow copies by outcome",
+            "Images mirrored per second by outcome: success, failed, dropped (shed under load or over "
+            "ML_API_SHADOW_MAX_INFLIGHT), unavailable (the shadow version is not loaded).",
+            [
+                (
+                    f"sum by ({SHADOW_PAIR}, outcome) (rate(ml_api_shadow_requests_total{{{MODEL}}}{rate}))",
+                    "{{model}} {{shadow_version}} {{outcome}}",
+                )
+            ],
+            unit="ops",
+            stack=True,
+        ),
+        _timeseries(
+            "Shadow latency (p50/p95/p99)",
+            "Time of one shadow copy (decode, background-priority queue, inference), per pair. Copies run after "
+            "the primary answer is sent and never delay it.",
+            _quantiles(
+                "ml_api_shadow_duration_seconds",
+                MODEL,
+                SHADOW_PAIR,
+                "{{model}} {{shadow_version}} vs {{primary_version}}",
+            ),
+            unit="s",
+        ),
+        _timeseries(
+            "Predicted class distribution",
+            "Share of each top-1 class among a version's successful classifications (models with at most 1000 "
+            "classes): a class drifting away from its usual share, or a shadow version's distribution unlike "
+            "its primary's, shows here first.",
+            [
+                (
+                    f"sum by (model, version, class_id) (rate(ml_api_predicted_class_total{{{MODEL}}}{rate})) "
+                    f"/ ignoring (class_id) group_left () "
+                    f"sum by (model, version) (rate(ml_api_predicted_class_total{{{MODEL}}}{rate}))",
+                    "{{model}}:{{version}} class {{class_id}}",
+                )
+            ],
+            unit="percentunit",
+        ),
+        _timeseries(
+            "Model config reloads",
+            "Changes of the models file (ML_API_MODELS_FILE) per second by outcome: applied, invalid (rejected "
+            "unread), failed (a version did not load); on the last two the pod keeps its models.",
+            [(f"sum by (outcome) (rate(ml_api_model_config_reloads_total{{{SVC}}}{rate}))", "{{outcome}}")],
+            unit="ops",
+        ),
+        _timeseries(
+            "Model config generation and sync",
+            "Generation of the model set each pod serves (1 at start, +1 per applied reload) and whether it is "
+            "what its models file says (1) or the file's latest content was rejected (0, alert "
+            "MlApiModelConfigRejected).",
+            [
+                (f"max by (instance) (ml_api_model_config_generation{{{SVC}}})", "{{instance}} generation"),
+                (f"min by (instance) (ml_api_model_config_in_sync{{{SVC}}})", "{{instance}} in sync"),
+            ],
+            unit="short",
+        ),
+        recent,
+    ]
+
+
 def _autoscaling_panels() -> list[Any]:
     hpa = 'namespace=~"$namespace", horizontalpodautoscaler=~"$release"'
     return [
@@ -521,6 +644,10 @@ def build_ml_api_dashboard() -> dict[str, Any]:
     for panel in _gpu_panels():
         gpu_row = gpu_row.with_panel(panel.id(next(next_id)))
     builder = builder.with_row(gpu_row)
+    # Model operations last: appended after every earlier panel, so their ids and places stay as they were.
+    builder = builder.with_row(dash.Row("Model operations (reloads, shadow traffic, predictions)").id(next(next_id)))
+    for panel in _model_ops_panels():
+        builder = builder.with_panel(panel.id(next(next_id)))
 
     encoded = json.dumps(builder.build(), cls=JSONEncoder)
     model: dict[str, Any] = json.loads(encoded)

@@ -142,7 +142,7 @@ async def _infer(
         parsed = await asyncio.to_thread(codec.decode_request, body, header_length, name, version)
     else:
         parsed = codec.decode_request(body, header_length, name, version)
-    result = await handler.infer(parsed, timeout_s=timeout_s)
+    result = await handler.infer(parsed, front_end="v2-rest", timeout_s=timeout_s)
     request.scope.setdefault("state", {}).update(model=result.model_name, model_version=result.model_version)
     content, headers = codec.encode_response(result)
     return Response(content, headers=headers)
