@@ -220,15 +220,13 @@ async def test_a_batch_holds_one_priority_class_and_background_batches_are_cappe
     deadline = time.monotonic() + 20
     first = asyncio.create_task(batcher.submit([_tensor()], deadline=deadline))  # occupies the one instance
     await asyncio.sleep(0.05)
-    background = asyncio.create_task(
-        batcher.submit(
-            [_tensor() for _ in range(7)], deadline=deadline, options=RunOptions(top_k=2), priority=Priority.BACKGROUND
-        )
-    )
+    seven = [_tensor() for _ in range(7)]
+    jobs = batcher.submit(seven, deadline=deadline, options=RunOptions(top_k=2), priority=Priority.BACKGROUND)
+    queued_jobs = asyncio.create_task(jobs)
     interactive = asyncio.create_task(batcher.submit([_tensor(), _tensor()], deadline=deadline))
     await asyncio.sleep(0.05)
     release.set()
-    await asyncio.gather(first, background, interactive)
+    await asyncio.gather(first, queued_jobs, interactive)
     await batcher.close()
     # The waiting interactive pair runs alone (not topped up with background images); then the
     # background images in batches of at most three.
