@@ -77,9 +77,15 @@ def _container_target() -> Iterator[Target]:
 def _kind_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     cluster: kindmod.KindCluster = request.getfixturevalue("kind_cluster")
     pf = cluster.port_forward()
-    with kindmod.forwarded(pf):
+    grpc_pf = cluster.port_forward(port=kindmod.GRPC_PORT, http=False)
+
+    def refresh() -> None:
+        pf.ensure()
+        grpc_pf.ensure()
+
+    with kindmod.forwarded(pf), kindmod.forwarded(grpc_pf):
         wait_ready(pf.base_url)
-        yield Target("kind", pf.base_url, logs=cluster.logs, refresh=pf.ensure)
+        yield Target("kind", pf.base_url, grpc_pf.address, logs=cluster.logs, refresh=refresh)
 
 
 def _url_target() -> Iterator[Target]:

@@ -22,6 +22,7 @@ TOOLS_BIN = REPO / ".tools" / "bin"
 # k8s/kind-config.yaml maps this host port to the chart's NodePort (k8s/e2e/values-kind.yaml).
 NODEPORT_URL = "http://127.0.0.1:30800"
 SERVICE_PORT = 8000
+GRPC_PORT = 8081  # the chart's grpc.port
 
 
 def server_selector(release: str) -> str:
@@ -74,6 +75,7 @@ class PortForward:
     service: str
     namespace: str
     remote_port: int
+    http: bool = True  # False for the gRPC port: alive means a TCP connection is accepted
     local_port: int = field(default_factory=free_port)
     _proc: subprocess.Popen[str] | None = None
 
@@ -81,9 +83,19 @@ class PortForward:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.local_port}"
 
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.local_port}"
+
     def _alive(self) -> bool:
         if self._proc is None or self._proc.poll() is not None:
             return False
+        if not self.http:
+            try:
+                socket.create_connection(("127.0.0.1", self.local_port), timeout=3).close()
+            except OSError:
+                return False
+            return True
         # The listener can outlive the pod it forwards to, so ask for an HTTP answer (any status).
         try:
             httpx.get(self.base_url + "/", timeout=3)
@@ -205,9 +217,9 @@ class KindCluster:
         return proc.stdout + proc.stderr
 
     def port_forward(
-        self, service: str | None = None, namespace: str | None = None, port: int = SERVICE_PORT
+        self, service: str | None = None, namespace: str | None = None, port: int = SERVICE_PORT, *, http: bool = True
     ) -> PortForward:
-        return PortForward(self, service or self.release, namespace or self.namespace, port)
+        return PortForward(self, service or self.release, namespace or self.namespace, port, http)
 
 
 @contextlib.contextmanager
