@@ -396,9 +396,12 @@ def test_rendered_kind_manifests_validate(helm: str, extra: list[str]) -> None:
 def test_kind_service_is_the_nodeport_the_cluster_maps(helm: str) -> None:
     docs = render([VALUES_KIND], KIND_SETS)
     service = next(d for d in docs if d["kind"] == "Service")
-    (port,) = service["spec"]["ports"]
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
     assert service["spec"]["type"] == "NodePort"
-    assert (port["port"], port["nodePort"]) == (8000, 30800)
+    assert sorted(ports) == ["grpc", "http"]
+    assert (ports["http"]["port"], ports["http"]["nodePort"]) == (8000, 30800)
+    # gRPC is reached through a port-forward (e2e/conftest.py): its nodePort is left to the cluster.
+    assert ports["grpc"]["port"] == 8081 and "nodePort" not in ports["grpc"]
 
 
 @pytest.mark.helm

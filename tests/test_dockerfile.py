@@ -95,11 +95,11 @@ def test_cpu_is_the_default_target_and_cuda_a_named_one() -> None:
     assert "runtime AS cuda" in froms
 
 
-def test_runtime_stage_runs_gunicorn_unprivileged_on_8000() -> None:
+def test_runtime_stage_runs_gunicorn_unprivileged_on_8000_and_grpc_on_8081() -> None:
     runtime = _stages()["runtime"]
     assert runtime[0] == ("FROM", "base AS runtime")
     assert ("USER", "10001:10001") in runtime
-    assert ("EXPOSE", "8000") in runtime
+    assert ("EXPOSE", "8000 8081") in runtime
     cmd = [args for word, args in runtime if word == "CMD"]
     assert [json.loads(c) for c in cmd] == [
         ["gunicorn", "-c", "python:service.gunicorn_conf", "service.app:create_app()"]

@@ -174,7 +174,7 @@ class RequestTelemetryMiddleware:
         failed = False
         try:
             await self.app(scope, receive, capture)
-        except BaseException:
+        except Exception:  # a cancellation is the client going away: 499 below, not an error
             failed = True
             raise
         finally:
