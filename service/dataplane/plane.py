@@ -365,7 +365,7 @@ class DataPlane:
             self.count_classes(
                 model,
                 version,
-                [o.predictions[0].class_id for o in outcomes if isinstance(o, Classification) and o.predictions],
+                _top1_class_ids(outcomes),
             )
             self.prediction_log.record(
                 images, outcomes, protocol=current_front_end(), latency_ms=seconds * 1000, request_id=request_id
@@ -452,7 +452,7 @@ class DataPlane:
         self.count_classes(
             resolved.name,
             resolved.version,
-            [o.predictions[0].class_id for o in outcomes if isinstance(o, Classification) and o.predictions],
+            _top1_class_ids(outcomes),
         )
         return outcomes
 
@@ -563,3 +563,7 @@ class DataPlane:
         if isinstance(outcome, ServiceError):
             raise outcome
         return outcome
+
+
+def _top1_class_ids(outcomes: Sequence[Outcome]) -> list[int]:
+    return [o.predictions[0].class_id for o in outcomes if isinstance(o, Classification) and o.predictions]

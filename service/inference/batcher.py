@@ -232,24 +232,28 @@ class DynamicBatcher:
         batch: list[_Item] = []
         while queue and len(batch) < limit:
             item = queue.popleft()
-            if item.future.done():  # cancelled: its request timed out or went away
-                continue
-            if item.deadline <= now:
-                item.future.set_result(InferenceTimeout("the deadline passed while queued"))
-                continue
-            batch.append(item)
+            if not self._stale(item, now):
+                batch.append(item)
         self._background_skipped = 0 if took_background or not background else self._background_skipped + 1
         for priority in Priority:
             self._report_depth(priority)
         return batch
 
     @staticmethod
-    def _drop_stale(queue: deque[_Item], now: float) -> None:
-        """Drop the cancelled and expired items at the head, so an empty-looking class is really empty."""
-        while queue and (queue[0].future.done() or queue[0].deadline <= now):
-            item = queue.popleft()
-            if not item.future.done():
-                item.future.set_result(InferenceTimeout("the deadline passed while queued"))
+    def _stale(item: _Item, now: float) -> bool:
+        """Whether ``item`` must not run: cancelled (its request timed out or went away) or past its
+        deadline, which it is then answered with."""
+        if item.future.done():
+            return True
+        if item.deadline <= now:
+            item.future.set_result(InferenceTimeout("the deadline passed while queued"))
+            return True
+        return False
+
+    def _drop_stale(self, queue: deque[_Item], now: float) -> None:
+        """Drop the stale items at the head, so a class that looks empty is empty."""
+        while queue and self._stale(queue[0], now):
+            queue.popleft()
 
     async def _worker(self, executor: ThreadPoolExecutor) -> None:
         assert self._wakeup is not None
